@@ -10,11 +10,17 @@ from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import (
     UID,
     ExplicitVRLittleEndian,
+    JPEGBaseline8Bit,
+    JPEGLossless,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
     SecondaryCaptureImageStorage,
     generate_uid,
 )
 
 DIGITAL_MAMMOGRAPHY_STORAGE = UID("1.2.840.10008.5.1.4.1.1.1.2")
+# Syntaxes pydicom has no encoder for: written uncompressed, then transcoded with GDCM (python-gdcm, BSD).
+GDCM_ENCODED_SYNTAXES = frozenset({JPEGBaseline8Bit, JPEGLossless, JPEGLosslessSV1, JPEGLSLossless})
 
 
 def write_dicom(
@@ -38,7 +44,8 @@ def write_dicom(
     """Write ``pixels`` (2-D uint8/uint16) as a DICOM file and return its path.
 
     ``window`` is (center, width); ``rescale`` is (slope, intercept); ``transfer_syntax`` compresses the
-    pixel data with pydicom's encoders (e.g. RLE Lossless, JPEG 2000 Lossless). ``extra`` sets further
+    pixel data with pydicom's encoders (e.g. RLE Lossless, JPEG 2000 Lossless) or, for the JPEG syntaxes in
+    ``GDCM_ENCODED_SYNTAXES`` (JPEG Lossless, JPEG-LS, 8-bit JPEG baseline), with GDCM. ``extra`` sets further
     attributes by keyword (used by tests to plant identifiers that must never leak).
     """
     if pixels.ndim != 2 or pixels.dtype not in (np.uint8, np.uint16):
@@ -79,7 +86,34 @@ def write_dicom(
     for keyword, value in (extra or {}).items():
         setattr(ds, keyword, value)
     ds.PixelData = np.ascontiguousarray(pixels).tobytes()
-    if transfer_syntax is not None and UID(transfer_syntax) != ExplicitVRLittleEndian:
-        ds.compress(UID(transfer_syntax))
+    syntax = UID(transfer_syntax or ExplicitVRLittleEndian)
+    if syntax != ExplicitVRLittleEndian and syntax not in GDCM_ENCODED_SYNTAXES:
+        ds.compress(syntax)
     ds.save_as(path, enforce_file_format=True)
+    if syntax in GDCM_ENCODED_SYNTAXES:
+        _transcode_with_gdcm(path, syntax)
     return path
+
+
+def _transcode_with_gdcm(path: Path, syntax: UID) -> None:
+    """Re-encode the DICOM file at ``path`` in place to ``syntax`` with GDCM."""
+    import gdcm  # imported here: only these JPEG syntaxes need it
+
+    reader = gdcm.ImageReader()
+    reader.SetFileName(str(path))
+    if not reader.Read():
+        raise ValueError(f"{path}: GDCM cannot read the file it is to transcode")
+    change = gdcm.ImageChangeTransferSyntax()
+    change.SetTransferSyntax(gdcm.TransferSyntax(gdcm.TransferSyntax.GetTSType(str(syntax))))
+    change.SetInput(reader.GetImage())
+    if not change.Change():
+        raise ValueError(f"{path}: GDCM cannot encode these pixels as {syntax.name}")
+    tmp = path.with_name(path.name + ".tmp")
+    writer = gdcm.ImageWriter()
+    writer.SetFileName(str(tmp))
+    writer.SetFile(reader.GetFile())
+    writer.SetImage(change.GetOutput())
+    if not writer.Write():
+        tmp.unlink(missing_ok=True)
+        raise ValueError(f"{path}: GDCM cannot write the {syntax.name} file")
+    os.replace(tmp, path)
