@@ -16,7 +16,7 @@ import json
 import os
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +25,16 @@ from tqdm import tqdm
 from mammodet.data.cbis import CSV_FILES, CaseRow, load_cbis_ddsm
 from mammodet.data.dicom_write import write_dicom
 from mammodet.data.labels import box_from_mask, rescale_box
-from mammodet.data.synthetic_images import LesionSpec, breast_region, render_mammogram, sample_lesions
+from mammodet.data.synthetic_images import (
+    CALC_DISTRIBUTIONS,
+    CALC_TYPES,
+    MASS_MARGINS,
+    MASS_SHAPES,
+    LesionSpec,
+    breast_region,
+    render_mammogram,
+    sample_lesions,
+)
 
 PLANTED_IDENTIFIERS = {
     "PatientName": "Synthetic^Jane^Q",
@@ -163,12 +172,15 @@ def _row(
     crop_series = _uid(roi_subject, "series")
     mask_series = crop_series if rng.random() < 0.85 else _uid(roi_subject, "mask-series")
     crop_name, mask_name = ("000000.dcm", "000001.dcm") if kind == "mass" else ("000001.dcm", "000000.dcm")
-    if kind == "mass":
-        descriptor = str(rng.choice(["ROUND", "OVAL", "LOBULATED", "IRREGULAR"]))
-        distribution = str(rng.choice(["CIRCUMSCRIBED", "OBSCURED", "MICROLOBULATED", "ILL_DEFINED", "SPICULATED"]))
+    if kind == "mass":  # suspicious masses look suspicious (irregular, spiculated), as BI-RADS describes
+        high = (assessment or 0) >= 4
+        descriptor = str(rng.choice(["IRREGULAR", "LOBULATED"] if high else ["ROUND", "OVAL"]))
+        distribution = str(
+            rng.choice(["SPICULATED", "ILL_DEFINED", "MICROLOBULATED"] if high else ["CIRCUMSCRIBED", "OBSCURED"])
+        )
     else:
-        descriptor = str(rng.choice(["PUNCTATE", "PLEOMORPHIC", "AMORPHOUS", "FINE_LINEAR_BRANCHING"]))
-        distribution = str(rng.choice(["CLUSTERED", "LINEAR", "SEGMENTAL", "REGIONAL"]))
+        descriptor = str(rng.choice(CALC_TYPES))
+        distribution = str(rng.choice(CALC_DISTRIBUTIONS))
     return CaseRow(
         source_file=CSV_FILES[(kind, split)],
         line=0,
@@ -230,6 +242,21 @@ def _disk_path(csv_path: str, layout: str, description: str, file_index: int, di
     return dicom_root / subject / study_dir / series_dir / f"1-{file_index}.dcm"
 
 
+def _as_described(lesion: LesionSpec, row: CaseRow) -> LesionSpec:
+    """The sampled lesion with the row's shape, margins and subtlety where the renderer knows them.
+
+    CSV descriptors may combine terms (``IRREGULAR-ARCHITECTURAL_DISTORTION``): the first known one is used.
+    Subtlety 1 (subtle) .. 5 (obvious) scales the contrast from 0.55x to 1.15x.
+    """
+    shapes, margins = (
+        (MASS_SHAPES, MASS_MARGINS) if row.abnormality_type == "mass" else (CALC_TYPES, CALC_DISTRIBUTIONS)
+    )
+    shape = next((t for t in (row.descriptor or "").split("-") if t in shapes), lesion.shape)
+    margin = next((t for t in (row.distribution or "").split("-") if t in margins), lesion.margins)
+    contrast = lesion.contrast * (0.4 + 0.15 * row.subtlety) if row.subtlety else lesion.contrast
+    return replace(lesion, shape=shape, margins=margin, contrast=contrast)
+
+
 def _render_view(task: tuple[SynthSpec, list[CaseRow], Path, int]) -> dict[str, object]:
     """Render one physical mammogram, write its DICOM copies, crops and masks; return its truth."""
     spec, rows, dicom_root, ordinal = task
@@ -239,7 +266,7 @@ def _render_view(task: tuple[SynthSpec, list[CaseRow], Path, int]) -> dict[str, 
     kinds = [r.abnormality_type for r in rows]
     specs = sample_lesions(rng, breast, kinds.count("mass"), kinds.count("calcification"))
     by_kind = {"mass": [s for s in specs if s.kind == "mass"], "calcification": [s for s in specs if s.kind != "mass"]}
-    ordered: list[LesionSpec] = [by_kind[k].pop(0) for k in kinds]
+    ordered = [_as_described(by_kind[r.abnormality_type].pop(0), r) for r in rows]
     density = DENSITY_FRACTIONS.get(first.density or 2, 0.3)
     image = render_mammogram(
         rng, spec.height, spec.width, first.side, first.view, ordered, density=density, breast_mask=breast
