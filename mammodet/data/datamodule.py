@@ -61,6 +61,8 @@ class DetectionDataModule(L.LightningDataModule):
         gamma: float = 0.8,
     ) -> None:
         super().__init__()
+        # Stored in checkpoints (plain types), so prediction repeats the evaluation preprocessing exactly.
+        self.save_hyperparameters()
         if source not in SOURCES:
             raise ValueError(f"unknown data.source {source!r}; choose one of {SOURCES}")
         if train_mode not in ("crops", "whole"):

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Install mammodet with everything its commands and tests need, into the active Python (idempotent).
+# Use a virtual environment if you prefer: python3 -m venv .venv && . .venv/bin/activate first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+"$PYTHON" -m pip install --quiet --disable-pip-version-check -e ".[serve,export,sweep,dev]"

@@ -1,0 +1,134 @@
+"""Training: configs compose, fast runs from JPEG and DICOM, resume, checkpoints, sweeps and DDP on CPU."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import open_dict
+
+from mammodet.config import CONFIG_DIR, compose
+from mammodet.models import FasterRCNNModule
+from mammodet.train import train
+
+REPO = Path(__file__).resolve().parent.parent
+EXPERIMENTS = sorted(p.stem for p in (Path(CONFIG_DIR) / "experiment").glob("*.yaml"))
+
+
+def tiny_overrides(synth: Path, work: Path, source: str = "jpeg") -> list[str]:
+    """A run small enough for a test: the small model on 64-px crops of the synthetic fixture."""
+    return [
+        "experiment=demo",
+        f"paths.output_dir={work / 'run'}",
+        f"data.csv_dir={synth / 'csv'}",
+        f"data.dicom_root={synth / 'dicom'}",
+        f"data.image_dir={work / 'converted'}",
+        "data.synthesize=null",
+        f"data.source={source}",
+        "data.crop_size=96",
+        "data.crops_per_epoch=4",
+        "data.batch_size=2",
+        "data.eval_batch_size=2",
+        "data.max_side=160",
+        "data.num_workers=0",
+        "data.pin_memory=false",
+        "model.min_size=96",
+        "model.max_size=160",
+        "model.warmup_steps=2",
+        "trainer.accelerator=cpu",
+        "trainer.max_epochs=1",
+        "trainer.limit_val_batches=2",
+        "trainer.limit_test_batches=2",
+        "logger=none",
+    ]
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_config_composes(experiment: str, tmp_path: Path) -> None:
+    cfg = compose("train", [f"experiment={experiment}", f"paths.output_dir={tmp_path}"])
+    assert cfg.model._target_ and cfg.data._target_ and cfg.trainer._target_
+    if experiment == "frcnn_a100":
+        assert (cfg.data.batch_size, cfg.data.num_workers, cfg.trainer.precision) == (16, 8, "16-mixed")
+        assert cfg.trainer.gradient_clip_val == 1.0 and cfg.callbacks.periodic_checkpoint.every_n_train_steps == 5000
+        assert cfg.trainer.max_epochs == 150 and cfg.model.arch == "fasterrcnn_resnet50_fpn"
+
+
+@pytest.mark.parametrize("source", ["jpeg", "dicom"])
+def test_fast_dev_run_from_each_source(source: str, synthetic_classic: Path, tmp_path: Path) -> None:
+    cfg = compose("train", [*tiny_overrides(synthetic_classic, tmp_path, source), "debug=fast_dev_run"])
+    metrics, objects = train(cfg)
+    assert torch.isfinite(torch.tensor(metrics["train/loss"]))
+    assert objects["trainer"].global_step == 1
+    assert "map_50" in json.loads((tmp_path / "run" / "test_metrics.json").read_text())
+
+
+def test_train_writes_outputs_resumes_and_checkpoints_load_weights_only(
+    synthetic_classic: Path, tmp_path: Path
+) -> None:
+    cfg = compose("train", [*tiny_overrides(synthetic_classic, tmp_path), "trainer.max_epochs=2"])
+    _, objects = train(cfg)
+    run = tmp_path / "run"
+    last = run / "checkpoints" / "last.ckpt"
+    assert last.is_file() and (run / "config.yaml").is_file()
+    assert objects["trainer"].global_step == 4  # 2 epochs x 4 crops / batch 2
+    test_metrics = json.loads((run / "test_metrics.json").read_text())
+    assert {"map", "map_50", "map_75"} <= set(test_metrics) and test_metrics["checkpoint"].startswith(str(run))
+    checkpoint = torch.load(last, weights_only=True, map_location="cpu")
+    assert checkpoint["global_step"] == 4 and checkpoint["hyper_parameters"]["arch"] == "fasterrcnn_resnet18_fpn"
+    model = FasterRCNNModule.load_from_checkpoint(last, map_location="cpu")
+    assert model.hparams.arch == "fasterrcnn_resnet18_fpn"
+
+    resumed = compose(
+        "train", [*tiny_overrides(synthetic_classic, tmp_path), "trainer.max_epochs=3", f"ckpt_path={last}"]
+    )
+    with open_dict(resumed):
+        resumed.paths.output_dir = str(tmp_path / "resumed")
+    _, objects = train(resumed)
+    assert objects["trainer"].global_step == 6  # continued from step 4, not restarted
+
+
+def _run_cli(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "mammodet.train", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.mark.slow
+def test_two_run_sweep_makes_one_directory_each(synthetic_classic: Path, tmp_path: Path) -> None:
+    overrides = [o for o in tiny_overrides(synthetic_classic, tmp_path) if not o.startswith("paths.output_dir")]
+    result = _run_cli(["-m", *overrides, "seed=1,2", "test=false", f"paths.log_dir={tmp_path / 'logs'}"], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = sorted((tmp_path / "logs" / "demo" / "multiruns").glob("*/*/checkpoints/last.ckpt"))
+    assert len(runs) == 2 and runs[0].parent.parent.name == "0" and runs[1].parent.parent.name == "1"
+
+
+@pytest.mark.slow
+def test_ddp_with_two_cpu_processes(synthetic_classic: Path, tmp_path: Path) -> None:
+    overrides = [o for o in tiny_overrides(synthetic_classic, tmp_path) if not o.startswith("paths.output_dir")]
+    result = _run_cli(
+        [
+            *overrides,
+            "trainer=ddp",
+            "trainer.accelerator=cpu",
+            "trainer.devices=2",
+            "trainer.sync_batchnorm=false",
+            f"hydra.run.dir={tmp_path / 'ddp'}",
+        ],
+        tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((tmp_path / "ddp" / "test_metrics.json").read_text())
+    assert "map_50" in metrics
+    checkpoint = torch.load(tmp_path / "ddp" / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")
+    assert checkpoint["global_step"] == 1  # 4 crops / (2 processes x batch 2)
