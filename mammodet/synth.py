@@ -21,6 +21,7 @@ def main(cfg: DictConfig) -> None:
         test_fraction=cfg.test_fraction,
         max_lesions=cfg.max_lesions,
         half_size_mask_every=cfg.half_size_mask_every,
+        lesion_contrast=cfg.lesion_contrast,
         monochrome1_every=cfg.monochrome1_every,
     )
     out = generate(cfg.out_dir, spec, from_csv_dir=cfg.from_csv_dir, limit=cfg.limit, workers=cfg.workers)

@@ -58,7 +58,7 @@ class DetectionDataModule(L.LightningDataModule):
         num_workers: int = 2,
         pin_memory: bool = True,
         persistent_workers: bool = True,
-        gamma: float = 0.8,
+        image_gamma: float = 0.8,
     ) -> None:
         super().__init__()
         # Stored in checkpoints (plain types), so prediction repeats the evaluation preprocessing exactly.
@@ -82,7 +82,7 @@ class DetectionDataModule(L.LightningDataModule):
         self.max_side, self.augment_options = max_side, augment
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.num_workers, self.pin_memory, self.persistent_workers = num_workers, pin_memory, persistent_workers
-        self.gamma = gamma
+        self.image_gamma = image_gamma
         self.records: dict[str, list[ImageRecord]] = {}
 
     def prepare_data(self) -> None:
@@ -99,13 +99,13 @@ class DetectionDataModule(L.LightningDataModule):
             options = dict(self.convert_options)
             workers = options.pop("workers", 0)
             settings = ConvertSettings(
-                mass_rule=self.mass_rule, gamma=self.gamma, write_images=self.source_name == "jpeg", **options
+                mass_rule=self.mass_rule, gamma=self.image_gamma, write_images=self.source_name == "jpeg", **options
             )
             convert_dataset(self.dicom_root, self.csv_dir, self.image_dir, settings, self.split_options, workers)
 
     def _source(self) -> ImageSource:
         if self.source_name == "dicom":
-            return DicomSource(self.dicom_root, self.gamma)
+            return DicomSource(self.dicom_root, self.image_gamma)
         return FileSource(self.image_dir)
 
     def setup(self, stage: str | None = None) -> None:

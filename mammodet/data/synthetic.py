@@ -99,6 +99,7 @@ class SynthSpec:
     max_lesions: int = 3
     half_size_mask_every: int = 0  # every Nth mask written at half resolution (0: never)
     monochrome1_every: int = 5  # every Nth full image stored as MONOCHROME1 (0: never)
+    lesion_contrast: float = 1.0  # multiplies every lesion's contrast (the CPU demo makes lesions easier to see)
 
 
 def _uid(*parts: object) -> str:
@@ -242,18 +243,18 @@ def _disk_path(csv_path: str, layout: str, description: str, file_index: int, di
     return dicom_root / subject / study_dir / series_dir / f"1-{file_index}.dcm"
 
 
-def _as_described(lesion: LesionSpec, row: CaseRow) -> LesionSpec:
+def _as_described(lesion: LesionSpec, row: CaseRow, contrast_scale: float) -> LesionSpec:
     """The sampled lesion with the row's shape, margins and subtlety where the renderer knows them.
 
     CSV descriptors may combine terms (``IRREGULAR-ARCHITECTURAL_DISTORTION``): the first known one is used.
-    Subtlety 1 (subtle) .. 5 (obvious) scales the contrast from 0.55x to 1.15x.
+    Subtlety 1 (subtle) .. 5 (obvious) scales the contrast from 0.55x to 1.15x, then ``contrast_scale``.
     """
     shapes, margins = (
         (MASS_SHAPES, MASS_MARGINS) if row.abnormality_type == "mass" else (CALC_TYPES, CALC_DISTRIBUTIONS)
     )
     shape = next((t for t in (row.descriptor or "").split("-") if t in shapes), lesion.shape)
     margin = next((t for t in (row.distribution or "").split("-") if t in margins), lesion.margins)
-    contrast = lesion.contrast * (0.4 + 0.15 * row.subtlety) if row.subtlety else lesion.contrast
+    contrast = lesion.contrast * (0.4 + 0.15 * row.subtlety if row.subtlety else 1.0) * contrast_scale
     return replace(lesion, shape=shape, margins=margin, contrast=contrast)
 
 
@@ -266,7 +267,7 @@ def _render_view(task: tuple[SynthSpec, list[CaseRow], Path, int]) -> dict[str, 
     kinds = [r.abnormality_type for r in rows]
     specs = sample_lesions(rng, breast, kinds.count("mass"), kinds.count("calcification"))
     by_kind = {"mass": [s for s in specs if s.kind == "mass"], "calcification": [s for s in specs if s.kind != "mass"]}
-    ordered = [_as_described(by_kind[r.abnormality_type].pop(0), r) for r in rows]
+    ordered = [_as_described(by_kind[r.abnormality_type].pop(0), r, spec.lesion_contrast) for r in rows]
     density = DENSITY_FRACTIONS.get(first.density or 2, 0.3)
     image = render_mammogram(
         rng, spec.height, spec.width, first.side, first.view, ordered, density=density, breast_mask=breast
