@@ -47,6 +47,7 @@ from torchvision.models.detection.backbone_utils import (
 )
 from torchvision.models.detection.faster_rcnn import FastRCNNConvFCHead, FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.rpn import RPNHead
+from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import FrozenBatchNorm2d, MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
@@ -334,6 +335,7 @@ def build_detector(
     anchor_sizes: Sequence[Sequence[float]] | None = None,
     aspect_ratios: Sequence[float] | None = None,
     load_pretrained: bool = True,
+    resize_in_model: bool = False,
     **detector_kwargs: Any,
 ) -> FasterRCNN:
     """Build a Faster R-CNN by name, with pretrained weights loaded.
@@ -351,6 +353,10 @@ def build_detector(
         aspect_ratios: anchor height/width ratios, the same on every level (None: 0.5, 1, 2).
         load_pretrained: False builds the same modules (frozen norms, frozen stages) without reading or
             downloading any weights; used when restoring a checkpoint that holds the weights already.
+        resize_in_model: False (mammodet's default) leaves images at the size the data pipeline gave them:
+            training crops and whole validation images are already at the training scale, and torchvision's
+            own resize (short side to ``min_size``) would shrink whole images relative to the crops. True keeps
+            torchvision's resize to ``min_size``/``max_size``.
         **detector_kwargs: ``torchvision.models.detection.FasterRCNN`` keywords (``min_size``,
             ``box_score_thresh``, ...); None values mean the arch's default.
     """
@@ -387,4 +393,20 @@ def build_detector(
         overwrite_eps(model, 0.0)  # torchvision's COCO_V1 weights were trained with eps=0 FrozenBatchNorm
     if detector_state is not None:
         load_detector_state_dict(model, detector_state)
+    if not resize_in_model:
+        transform = model.transform
+        model.transform = NoResizeTransform(
+            transform.min_size,
+            transform.max_size,
+            transform.image_mean,
+            transform.image_std,
+            size_divisible=transform.size_divisible,
+        )
     return model
+
+
+class NoResizeTransform(GeneralizedRCNNTransform):
+    """torchvision's detection transform without the resize: normalise and batch (padding) only."""
+
+    def resize(self, image: Tensor, target: dict[str, Tensor] | None = None) -> tuple[Tensor, dict[str, Tensor] | None]:
+        return image, target

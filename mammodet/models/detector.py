@@ -148,6 +148,8 @@ class FasterRCNNModule(LightningModule):
         n_log_images: validation images drawn to TensorBoard (the first ones of the first batch).
         load_pretrained: read/download ``weights`` and ``backbone_weights`` when building. Checkpoints store
             False, so restoring one never downloads: its state dict replaces those weights anyway.
+        resize_in_model: keep torchvision's internal resize to ``min_size``/``max_size`` (default False: the
+            data pipeline already gives crops and whole images at the training scale).
     """
 
     def __init__(
@@ -186,6 +188,7 @@ class FasterRCNNModule(LightningModule):
         max_nonfinite_in_a_row: int = 20,
         n_log_images: int = 4,
         load_pretrained: bool = True,
+        resize_in_model: bool = False,
     ) -> None:
         super().__init__()
         if scheduler not in SCHEDULERS:
@@ -201,6 +204,7 @@ class FasterRCNNModule(LightningModule):
             anchor_sizes=anchor_sizes,
             aspect_ratios=aspect_ratios,
             load_pretrained=load_pretrained,
+            resize_in_model=resize_in_model,
             min_size=min_size,
             max_size=max_size,
             image_mean=image_mean,
