@@ -36,3 +36,41 @@ def synthetic_classic(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def synthetic_tcia(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Synthetic dataset in the TCIA downloader layout."""
     return make_synthetic(tmp_path_factory.mktemp("synth_tcia"), layout="tcia", seed=2)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(synthetic_classic: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A detector trained for two steps on ``synthetic_classic`` (test_train's tiny run), for the serving tests."""
+    from test_train import tiny_overrides
+
+    from mammodet.config import compose
+    from mammodet.train import train
+
+    work = tmp_path_factory.mktemp("tiny_model")
+    overrides = [*tiny_overrides(synthetic_classic, work), "trainer.check_val_every_n_epoch=1", "test=false"]
+    train(compose("train", overrides))
+    return work / "run" / "checkpoints" / "last.ckpt"
+
+
+@pytest.fixture(scope="session")
+def mammograms(synthetic_classic: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Two full synthetic mammograms as DICOM files: ``lesions`` (from ``synthetic_classic``) and ``clear``
+    (rendered without lesions); each has a planted patient name, ``SECRET^NAME``, that must never leak."""
+    import json
+
+    import numpy as np
+    import pydicom
+
+    from mammodet.data.dicom_write import write_dicom
+    from mammodet.data.synthetic_images import render_mammogram
+
+    out = tmp_path_factory.mktemp("mammograms")
+    truth = json.loads((synthetic_classic / "synth_truth.json").read_text())["images"]
+    key = next(key for key, image in sorted(truth.items()) if image["lesions"])
+    source = sorted((synthetic_classic / "dicom").glob(f"*_{key}/*/*/000000.dcm"))[0]
+    ds = pydicom.dcmread(source)
+    ds.PatientName = "SECRET^NAME"
+    ds.save_as(out / "lesions.dcm")
+    clear = render_mammogram(np.random.default_rng(3), 320, 200, "LEFT", "CC", [])
+    write_dicom(out / "clear.dcm", clear.pixels, extra={"PatientName": "SECRET^NAME"})
+    return {"lesions": out / "lesions.dcm", "clear": out / "clear.dcm"}

@@ -1,0 +1,258 @@
+"""The inference path and ``python -m mammodet.predict``: validation preprocessing, original-pixel boxes, formats,
+bad files, outputs."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pydicom
+import pytest
+import torch
+from pydicom.encaps import encapsulate
+from pydicom.uid import MPEG2MPML
+from torchvision.models.detection.transform import GeneralizedRCNNTransform
+
+from mammodet import __version__
+from mammodet.data.datamodule import DetectionDataModule
+from mammodet.data.dicom import read_dicom
+from mammodet.data.layout import DicomLocator
+from mammodet.data.preprocess import breast_box
+from mammodet.serving.inference import (
+    Detector,
+    InputError,
+    Preprocessing,
+    file_sha256,
+    load_image,
+    model_resize,
+)
+from mammodet.serving.predict import CSV_COLUMNS, predict_files
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def detector(tiny_checkpoint: Path) -> Detector:
+    return Detector.from_checkpoint(tiny_checkpoint, "cpu")
+
+
+def test_checkpoint_gives_version_and_preprocessing(detector: Detector, tiny_checkpoint: Path) -> None:
+    sha = file_sha256(tiny_checkpoint)
+    assert detector.version == f"{__version__}+{sha[:12]}" and detector.sha256 == sha
+    # tiny_overrides: data.max_side=160, conversion without max_side, breast crop, DICOM gamma 0.8
+    assert detector.preprocessing == Preprocessing(gamma=0.8, crop_breast=True, max_side=160)
+    info = detector.info()
+    assert info["classes"] == ["calcification", "mass_low", "mass_high"]
+    assert info["thresholds"] == {"min_score": 0.01, "nms_iou": 0.5, "max_detections": 100, "display_score": 0.3}
+    assert set(info["preprocessing"]) == {"gamma", "crop_breast", "max_side", "model_resize", "image_mean", "image_std"}
+
+
+def test_model_resize_is_reported_only_when_the_model_resizes() -> None:
+    class Model(torch.nn.Module):
+        def __init__(self, transform: torch.nn.Module) -> None:
+            super().__init__()
+            self.transform = transform
+
+    class NoResize(GeneralizedRCNNTransform):
+        def resize(self, image, target=None):
+            return image, target
+
+    args = (96, 160, [0.5] * 3, [0.25] * 3)
+    assert model_resize(Model(GeneralizedRCNNTransform(*args))) == {"min_size": [96], "max_size": 160}
+    assert model_resize(Model(NoResize(*args))) is None
+
+
+def test_preprocessing_from_datamodule_settings() -> None:
+    hparams = {"max_side": 1333, "image_gamma": 0.5, "convert": {"crop_breast": False, "max_side": 900}}
+    assert Preprocessing.from_datamodule(hparams) == Preprocessing(gamma=0.5, crop_breast=False, max_side=900)
+    older = {"max_side": None, "gamma": 0.8, "convert": {}}  # before the gamma was renamed image_gamma
+    assert Preprocessing.from_datamodule(older) == Preprocessing(gamma=0.8, crop_breast=True, max_side=None)
+
+
+def test_model_input_is_the_validation_image(detector: Detector, tiny_checkpoint: Path) -> None:
+    """Where the conversion's crop (grown to cover the lesions) is the breast box, the input is bit-identical."""
+    hparams = torch.load(tiny_checkpoint, weights_only=True)["datamodule_hyper_parameters"]
+    datamodule = DetectionDataModule(**{**hparams, "source": "dicom"})
+    datamodule.setup()
+    dataset = datamodule.eval_dataset("val")
+    locator = DicomLocator(hparams["dicom_root"])
+    compared = 0
+    for index, record in enumerate(dataset.records):
+        path = locator.full_image(record.image_file_path)
+        if tuple(record.crop_box) != breast_box(read_dicom(path, out_dtype="float32", gamma=0.8)):
+            continue
+        expected, _ = dataset[index]
+        assert torch.equal(detector.prepare(path).tensor, expected)
+        compared += 1
+    assert compared == 4  # every validation mammogram of the synthetic fixture
+
+
+def fixed_forward(box: list[float]):
+    """A runtime that finds one lesion at ``box`` (model-input pixels) in every image."""
+
+    def forward(images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+        one = {"boxes": torch.tensor([box]), "scores": torch.tensor([0.9]), "labels": torch.tensor([3])}
+        return [dict(one) for _ in images]
+
+    return forward
+
+
+def test_boxes_come_back_in_original_pixels(detector: Detector, mammograms: dict[str, Path]) -> None:
+    prepared = detector.prepare(mammograms["lesions"])
+    _, h, w = prepared.tensor.shape
+    detections = detector.run([prepared], fixed_forward([0.0, 0.0, float(w), float(h)]))[0]
+    crop = breast_box(prepared.image)
+    assert (detections.width, detections.height) == (200, 320)
+    np.testing.assert_allclose(detections.boxes, [crop], atol=1e-9)  # the whole input is the breast crop
+    assert detections.as_list() == [{"label": "mass_high", "score": 0.9, "box": [float(v) for v in crop]}]
+
+
+def test_png_and_jpeg_inputs(detector: Detector, mammograms: dict[str, Path], tmp_path: Path) -> None:
+    pixels = read_dicom(mammograms["lesions"], out_dtype="uint16", gamma=0.8)
+    png16 = tmp_path / "image16.png"
+    cv2.imwrite(str(png16), pixels)
+    np.testing.assert_array_equal(load_image(png16, 0.8), pixels.astype(np.float32) / 65535)
+    jpeg = tmp_path / "colour.jpg"
+    eight = np.rint(pixels / 257).astype(np.uint8)
+    cv2.imwrite(str(jpeg), cv2.merge([eight, eight, eight]), [cv2.IMWRITE_JPEG_QUALITY, 100])
+    assert np.abs(load_image(jpeg, 0.8) - eight / 255).max() <= 2 / 255  # colour JPEG read as grayscale
+    for path in (png16, jpeg, mammograms["lesions"]):
+        detections = detector.detect(path)
+        assert (detections.width, detections.height) == (200, 320) and len(detections.scores) > 0
+
+
+def _cut(path: Path, out: Path) -> Path:
+    data = path.read_bytes()
+    out.write_bytes(data[: len(data) // 2])
+    return out
+
+
+def _mpeg2(path: Path, out: Path) -> Path:
+    ds = pydicom.dcmread(path)
+    ds.file_meta.TransferSyntaxUID = MPEG2MPML
+    ds.PixelData = encapsulate([ds.PixelData])
+    ds.save_as(out)
+    return out
+
+
+def bad_file(case: str, good_dicom: Path, folder: Path) -> Path:
+    """A file of each kind the detector must refuse, written into ``folder``."""
+    png = cv2.imencode(".png", np.full((64, 48), 128, np.uint8))[1].tobytes()
+    makers = {
+        "empty": lambda p: p.write_bytes(b""),
+        "not an image": lambda p: p.write_bytes(b"%PDF-1.7 not an image at all" * 10),
+        "truncated dicom": lambda p: _cut(good_dicom, p),
+        "unsupported transfer syntax": lambda p: _mpeg2(good_dicom, p),
+        "truncated png": lambda p: p.write_bytes(png[: len(png) // 2]),
+    }
+    path = folder / f"{case.replace(' ', '_')}.dcm"
+    makers[case](path)
+    return path
+
+
+BAD_CASES = {
+    "empty": ("empty", "empty file"),
+    "not an image": ("unsupported", "not a DICOM, PNG or JPEG file (judged by its content)"),
+    "truncated dicom": ("invalid", "truncated file (it ends inside a data element)"),
+    "unsupported transfer syntax": (
+        "invalid",
+        "unsupported transfer syntax MPEG2 Main Profile / Main Level (1.2.840.10008.1.2.4.100): no installed "
+        "pixel-data plugin decodes it (a plugin is missing; the permissive ones are python-gdcm, "
+        "pylibjpeg-openjpeg, pylibjpeg-rle)",
+    ),
+    "truncated png": ("invalid", "cannot decode the PNG data (truncated or corrupt)"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_CASES)
+def test_bad_files_raise_input_error_naming_the_file(
+    case: str, detector: Detector, mammograms: dict[str, Path], tmp_path: Path
+) -> None:
+    path = bad_file(case, mammograms["lesions"], tmp_path)
+    with pytest.raises(InputError) as info:
+        detector.detect(path)
+    kind, reason = BAD_CASES[case]
+    assert (info.value.kind, info.value.reason, str(info.value)) == (kind, reason, f"{path}: {reason}")
+    assert "SECRET" not in str(info.value)
+
+
+def test_too_many_pixels_refused_before_decoding(mammograms: dict[str, Path], tmp_path: Path) -> None:
+    png = tmp_path / "big.png"
+    cv2.imwrite(str(png), np.zeros((100, 60), np.uint8))
+    for path, size in ((mammograms["lesions"], "200 x 320 = 64000"), (png, "60 x 100 = 6000")):
+        with pytest.raises(InputError) as info:
+            load_image(path, 0.8, max_pixels=5999)
+        assert info.value.kind == "too_large"
+        assert info.value.reason == f"{size} pixels, more than the limit of 5999"
+
+
+def test_predict_folder_writes_json_png_and_summary(
+    detector: Detector, mammograms: dict[str, Path], tmp_path: Path
+) -> None:
+    inputs = tmp_path / "in"
+    (inputs / "sub").mkdir(parents=True)
+    (inputs / "sub" / "a.dcm").write_bytes(mammograms["lesions"].read_bytes())
+    (inputs / "b.dcm").write_bytes(mammograms["clear"].read_bytes())
+    (inputs / "notes.txt").write_text("not an input: wrong suffix")
+    bad_file("empty", mammograms["lesions"], inputs)
+    summary = predict_files(detector, inputs, tmp_path / "out", batch_size=2)
+    assert summary.done == 2 and summary.failed == [("empty.dcm", "empty file")]
+    report = json.loads((tmp_path / "out" / "sub" / "a.dcm.json").read_text())
+    expected = detector.report(detector.detect(mammograms["lesions"]))
+    assert report["image"] == {"file": "sub/a.dcm", "width": 200, "height": 320}
+    assert (
+        report["model"]
+        == expected["model"]
+        == {"name": "mammodet", "version": detector.version, "arch": "fasterrcnn_resnet18_fpn"}
+    )
+    assert report["detections"] == expected["detections"]  # batched like validation, same boxes
+    drawn = cv2.imread(str(tmp_path / "out" / "sub" / "a.dcm.png"))
+    assert drawn.shape == (320, 200, 3)
+    with (tmp_path / "out" / "summary.csv").open() as file:
+        rows = list(csv.DictReader(file))
+    assert tuple(rows[0]) == CSV_COLUMNS
+    assert [row["file"] for row in rows] == ["b.dcm", "empty.dcm", "sub/a.dcm"]
+    assert rows[1]["error"] == "empty file" and rows[1]["width"] == ""
+    scores = [d["score"] for d in report["detections"]]
+    assert int(rows[2]["detections"]) == len(scores)
+    assert (
+        int(rows[2]["above_thresh"])
+        == sum(s >= 0.3 for s in scores)
+        == sum(int(rows[2][name]) for name in ("calcification", "mass_low", "mass_high"))
+    )
+
+
+def test_predict_command_line(tiny_checkpoint: Path, mammograms: dict[str, Path], tmp_path: Path) -> None:
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    (inputs / "clear.dcm").write_bytes(mammograms["clear"].read_bytes())
+    bad = bad_file("not an image", mammograms["lesions"], inputs)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mammodet.predict",
+            f"ckpt_path={tiny_checkpoint}",
+            f"input={inputs}",
+            f"out_dir={tmp_path / 'out'}",
+            "device=cpu",
+            "batch_size=2",
+        ],
+        cwd=tmp_path,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1, result.stderr[-2000:]  # one file could not be read
+    assert (tmp_path / "out" / "clear.dcm.json").is_file() and (tmp_path / "out" / "clear.dcm.png").is_file()
+    output = result.stdout + result.stderr
+    assert f"{bad}: not a DICOM, PNG or JPEG file (judged by its content)" in output
+    assert "failed: not_an_image.dcm: not a DICOM, PNG or JPEG file (judged by its content)" in output
+    assert "1 of 2 files could not be read" in output
