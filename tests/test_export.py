@@ -1,0 +1,163 @@
+"""``python -m mammodet.export``: files, config, model card, and TorchScript/ONNX parity with PyTorch."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+from torchvision.models.detection.transform import GeneralizedRCNNTransform
+
+from mammodet.config import compose
+from mammodet.export import main as export_main
+from mammodet.models import FasterRCNNModule
+from mammodet.serving import export as export_module
+from mammodet.serving.export import exportable, onnx_forward, padded, torchscript_forward
+from mammodet.serving.inference import Detections, Detector
+
+METRICS = {"map": 0.25, "map_50": 0.5, "ap_50/mass_high": 0.75, "ap/calcification": -1.0, "checkpoint": "x.ckpt"}
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny checkpoint exported by the command's function, with metrics for the model card."""
+    out = tmp_path_factory.mktemp("export")
+    (out / "metrics.json").write_text(json.dumps(METRICS))
+    cfg = compose(
+        "export",
+        [
+            f"ckpt_path={tiny_checkpoint}",
+            f"out_dir={out / 'model'}",
+            f"metrics_path={out / 'metrics.json'}",
+            "dataset_name=synthetic CBIS-DDSM",
+        ],
+    )
+    export_main.__wrapped__(cfg)
+    return out / "model"
+
+
+@pytest.fixture(scope="module")
+def detector(tiny_checkpoint: Path) -> Detector:
+    return Detector.from_checkpoint(tiny_checkpoint, "cpu")
+
+
+def test_files_config_and_weights(exported: Path, detector: Detector) -> None:
+    assert sorted(p.name for p in exported.iterdir() if not p.name.startswith(".")) == [
+        "README.md",
+        "config.json",
+        "model.onnx",
+        "model.pt",
+        "model.safetensors",
+    ]
+    config = json.loads((exported / "config.json").read_text())
+    assert {key: config[key] for key in detector.info()} == detector.info()
+    assert config["files"] == {"safetensors": "model.safetensors", "torchscript": "model.pt", "onnx": "model.onnx"}
+    assert config["onnx"]["input"] == {
+        "name": "image",
+        "shape": [1, 3, 160, 160],
+        "dtype": "float32",
+        "range": [0.0, 1.0],
+    }
+    model = FasterRCNNModule(**config["hyper_parameters"]).model  # as the model card shows
+    model.load_state_dict(load_file(exported / "model.safetensors"))
+    expected = detector.model.state_dict()
+    assert all(torch.equal(value, expected[key]) for key, value in model.state_dict().items())
+    onnx.checker.check_model(str(exported / "model.onnx"))
+
+
+def test_model_card(exported: Path, detector: Detector) -> None:
+    card = (exported / "README.md").read_text()
+    _, front, body = card.split("---\n", 2)
+    metadata = yaml.safe_load(front)
+    assert metadata["pipeline_tag"] == "object-detection" and metadata["datasets"] == ["synthetic CBIS-DDSM"]
+    (entry,) = metadata["model-index"]
+    assert entry["name"] == "mammodet-fasterrcnn_resnet18_fpn"
+    (result,) = entry["results"]
+    assert result["dataset"] == {"name": "synthetic CBIS-DDSM", "type": "synthetic-cbis-ddsm", "split": "test"}
+    assert result["metrics"] == [  # -1 (undefined) and the checkpoint path are left out
+        {"type": "map", "value": 0.25, "name": "mAP@[0.50:0.95]"},
+        {"type": "map_50", "value": 0.5, "name": "mAP@0.50"},
+        {"type": "ap_50_mass_high", "value": 0.75, "name": "AP@0.50 mass_high"},
+    ]
+    for heading in ("## Intended use", "## Limitations", "## Training data", "## Files and how to load them"):
+        assert heading in body
+    assert "Research use only, not for clinical use" in body and detector.version in body
+
+
+def assert_same(a: Detections, b: Detections, box_atol: float, score_atol: float) -> None:
+    """The same detections up to the tolerances; the order of near-equal scores may differ (the tiny model
+    scores many boxes alike), so each detection of ``a`` is matched to an unused one of ``b``."""
+    assert len(a.scores) == len(b.scores) > 0
+    np.testing.assert_allclose(a.scores, b.scores, atol=score_atol, rtol=0)  # both sorted by score
+    unused = set(range(len(b.scores)))
+    for box, score, label in zip(a.boxes, a.scores, a.labels, strict=True):
+        match = next(
+            j
+            for j in sorted(unused)
+            if b.labels[j] == label
+            and abs(b.scores[j] - score) <= score_atol
+            and np.abs(b.boxes[j] - box).max() <= box_atol
+        )
+        unused.remove(match)
+
+
+@pytest.mark.parametrize("image", ["lesions", "clear"])
+def test_torchscript_and_onnx_match_pytorch(
+    image: str, exported: Path, detector: Detector, mammograms: dict[str, Path]
+) -> None:
+    prepared = detector.prepare(mammograms[image])
+    reference = detector.run([prepared])[0]
+    assert_same(detector.run([prepared], torchscript_forward(exported / "model.pt"))[0], reference, 1e-4, 1e-6)
+    # ONNX takes a fixed 160 x 160 input: PyTorch on the same padded input is the reference.
+    padded_reference = detector.run([prepared], padded(detector.forward, (160, 160)))[0]
+    assert_same(
+        detector.run([prepared], onnx_forward(exported / "model.onnx", (160, 160)))[0], padded_reference, 1e-2, 1e-4
+    )
+
+
+def test_scripted_torchvision_resize_matches_eager(detector: Detector, tmp_path: Path) -> None:
+    """torchvision scripts its resize scale in float32: a 160 x 100 image would become 153 x 95, not 153 x 96."""
+    model = copy.deepcopy(detector.model)
+    transform = model.transform
+    model.transform = GeneralizedRCNNTransform(96, 160, transform.image_mean, transform.image_std).eval()
+    torch.jit.script(exportable(model)).save(str(tmp_path / "model.pt"))
+    image = torch.rand(3, 160, 100, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        eager = model([image])[0]
+    scripted = torchscript_forward(tmp_path / "model.pt")([image])[0]
+    assert torch.equal(scripted["scores"], eager["scores"])
+    size = {"height": 160, "width": 100}
+    assert_same(
+        *(
+            Detections(o["boxes"].double().numpy(), o["scores"].double().numpy(), o["labels"].numpy(), **size)
+            for o in (scripted, eager)
+        ),
+        1e-4,
+        0.0,
+    )
+
+
+def test_push_to_hub_uploads_the_folder(exported: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only the call is checked, with a stand-in client: nothing goes to the network."""
+    calls = []
+
+    class FakeApi:
+        def create_repo(self, repo_id: str, **options: object) -> None:
+            calls.append(("create_repo", repo_id, options))
+
+        def upload_folder(self, **options: object) -> str:
+            calls.append(("upload_folder", options))
+            return "https://huggingface.co/user/model/commit/1"
+
+    monkeypatch.setattr("huggingface_hub.HfApi", FakeApi)
+    assert export_module.push_to_hub(exported, "user/model") == "https://huggingface.co/user/model/commit/1"
+    assert calls == [
+        ("create_repo", "user/model", {"repo_type": "model", "private": True, "exist_ok": True}),
+        ("upload_folder", {"folder_path": str(exported), "repo_id": "user/model", "repo_type": "model"}),
+    ]
