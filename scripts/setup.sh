@@ -4,4 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
-"$PYTHON" -m pip install --quiet --disable-pip-version-check -e ".[serve,export,sweep,dev]"
+"$PYTHON" -m pip install --quiet --disable-pip-version-check -e ".[serve,export,explain,sweep,dev]"
+# The browser test drives Debian's chromium through Playwright (playwright install cannot download here).
+if [ ! -x /usr/bin/chromium ]; then
+    SUDO=$([ "$(id -u)" -eq 0 ] || echo sudo)
+    $SUDO apt-get update -qq && $SUDO apt-get install -y -qq chromium
+fi

@@ -1,0 +1,63 @@
+"""Grad-CAM: one heat map per detected lesion, over the original image, and ``python -m mammodet.explain``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from mammodet.config import compose
+from mammodet.explain import main as explain_main
+from mammodet.serving.explain import explain_file, heat_maps
+from mammodet.serving.inference import Detector
+
+
+@pytest.fixture(scope="module")
+def detector(tiny_checkpoint: Path) -> Detector:
+    return Detector.from_checkpoint(tiny_checkpoint, "cpu")
+
+
+def test_heat_maps_lie_in_the_breast_crop(detector: Detector, mammograms: dict[str, Path]) -> None:
+    prepared = detector.prepare(mammograms["lesions"])
+    detections = detector.run([prepared])[0].select(slice(0, 2))
+    maps = heat_maps(detector, prepared, detections)
+    assert len(maps) == 2
+    x0, y0, x1, y1 = prepared.crop_box
+    outside = np.ones((320, 200), bool)
+    outside[y0:y1, x0:x1] = False
+    for heat in maps:
+        assert heat.shape == (320, 200) and heat.dtype == np.float32
+        assert heat.min() >= 0 and heat.max() <= 1 and heat[y0:y1, x0:x1].max() > 0.5
+        assert not heat[outside].any()
+    assert not np.array_equal(maps[0], maps[1])  # each lesion has its own map
+    assert all(p.grad is None for p in detector.model.parameters())  # no gradient left behind
+
+
+def test_one_picture_per_lesion_above_the_threshold(detector: Detector, mammograms: dict[str, Path]) -> None:
+    scores = detector.detect(mammograms["clear"]).scores
+    pictures = explain_file(detector, mammograms["clear"], float(scores[1]), max_lesions=5)  # the two best
+    assert [p.shape for p in pictures] == [(320, 200, 3)] * 2 and all(p.dtype == np.uint8 for p in pictures)
+    assert explain_file(detector, mammograms["clear"], 1.01, max_lesions=5) == []
+
+
+def test_explain_command_writes_a_png_per_lesion(
+    tiny_checkpoint: Path, mammograms: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    cfg = compose(
+        "explain",
+        [
+            f"ckpt_path={tiny_checkpoint}",
+            f"input={mammograms['lesions']}",
+            f"out_dir={tmp_path}",
+            "device=cpu",
+            "score_thresh=0",
+            "max_lesions=1",
+        ],
+    )
+    explain_main.__wrapped__(cfg)
+    written = sorted(p.name for p in tmp_path.glob("*.png"))
+    assert written == ["lesions.dcm.lesion1.png"]  # max_lesions
+    assert cv2.imread(str(tmp_path / written[0])).shape == (320, 200, 3)
+    assert capsys.readouterr().out == "lesions.dcm: 1 lesions explained\n"
