@@ -1,5 +1,6 @@
 """Detection metrics: F1 with greedy matching, lesion-level FROC, COCO mAP and patient bootstrap intervals."""
 
+from mammodet.metrics.ap_bootstrap import ap_statistic
 from mammodet.metrics.bootstrap import bootstrap_ci, f1_statistic, froc_statistic, map_statistic
 from mammodet.metrics.f1 import DetectionF1, MatchRecords, detection_f1, f1_summary, match_predictions
 from mammodet.metrics.froc import FROC, FROC_FP_RATES, LesionRecords, froc, froc_curve, lesion_records
@@ -14,6 +15,7 @@ __all__ = [
     "DetectionMAP",
     "LesionRecords",
     "MatchRecords",
+    "ap_statistic",
     "bootstrap_ci",
     "detection_f1",
     "f1_statistic",
