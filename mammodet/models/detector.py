@@ -25,6 +25,8 @@ from torchmetrics.detection import MeanAveragePrecision
 from torchvision.utils import draw_bounding_boxes
 
 from mammodet.data.classes import LABEL_NAMES, NUM_CLASSES
+from mammodet.metrics import FROC, DetectionF1
+from mammodet.metrics.report import f1_froc_metrics, f1_scalars, froc_scalars
 from mammodet.models.builders import build_detector
 from mammodet.models.optim import SCHEDULERS, lr_factor, parameter_groups
 from mammodet.models.roi_stats import RoISampleRecorder
@@ -82,6 +84,18 @@ def map_log_values(result: dict[str, Tensor]) -> dict[str, Tensor]:
         values[f"ap_50/{name}"] = at_50.mean() if at_50.numel() else torch.tensor(-1.0)
         values[f"ap/{name}"] = ap_per_class[k]
     return values
+
+
+def _log_values(metric: Metric, result: Any) -> dict[str, Any]:
+    """The scalars of a validation metric's result: :func:`map_log_values` for mAP, and for F1 and FROC the
+    same :mod:`mammodet.metrics.report` functions that ``evaluate`` prints."""
+    if isinstance(metric, MeanAveragePrecision):
+        return map_log_values(result)
+    if isinstance(metric, DetectionF1):
+        return f1_scalars(result)
+    if isinstance(metric, FROC):
+        return froc_scalars(result)
+    return result
 
 
 def draw_detections(
@@ -146,6 +160,8 @@ class FasterRCNNModule(LightningModule):
         max_steps: total optimizer steps of the schedule (None: the Trainer's estimated stepping batches).
         max_nonfinite_in_a_row: after this many consecutive non-finite losses training stops with an error.
         n_log_images: validation images drawn to TensorBoard (the first ones of the first batch).
+        eval_score_thresh: score threshold of the validation and test precision/recall/F1 (as ``evaluate``'s
+            ``score_threshold``).
         load_pretrained: read/download ``weights`` and ``backbone_weights`` when building. Checkpoints store
             False, so restoring one never downloads: its state dict replaces those weights anyway.
         resize_in_model: keep torchvision's internal resize to ``min_size``/``max_size`` (default False: the
@@ -187,6 +203,7 @@ class FasterRCNNModule(LightningModule):
         max_steps: int | None = None,
         max_nonfinite_in_a_row: int = 20,
         n_log_images: int = 4,
+        eval_score_thresh: float = 0.5,
         load_pretrained: bool = True,
         resize_in_model: bool = False,
     ) -> None:
@@ -229,16 +246,19 @@ class FasterRCNNModule(LightningModule):
         self._step_start = 0.0
 
     def _eval_metrics(self) -> dict[str, Metric]:
-        """The validation and test metrics by name: the one place to add more (e.g. ``mammodet.metrics``' F1).
+        """The validation and test metrics by name: COCO mAP, and the F1 and FROC metrics of ``evaluate``.
 
-        Each is updated with ``update(predictions, targets)`` (torchvision-format lists of dicts) and its
-        ``compute()`` must return a dict of scalar tensors, logged as ``<stage>/<key>``;
-        ``MeanAveragePrecision``'s result goes through :func:`map_log_values` first.
+        Each is updated with ``update(predictions, targets)`` (torchvision-format lists of dicts); its result is
+        flattened by :func:`_log_values` and logged as ``<stage>/<key>``.
         """
         return {
             "map": MeanAveragePrecision(
                 iou_type="bbox", class_metrics=True, extended_summary=True, backend="pycocotools"
-            )
+            ),
+            **f1_froc_metrics(
+                [LABEL_NAMES.get(label, str(label)) for label in range(1, self.hparams.num_classes)],
+                score_threshold=self.hparams.eval_score_thresh,
+            ),
         }
 
     def forward(
@@ -371,9 +391,7 @@ class FasterRCNNModule(LightningModule):
     def _log_eval_metrics(self, metrics: nn.ModuleDict, stage: str) -> None:
         """Compute, log as ``<stage>/<key>`` and reset every metric."""
         for metric in metrics.values():
-            result = metric.compute()
-            if isinstance(metric, MeanAveragePrecision):
-                result = map_log_values(result)
+            result = _log_values(metric, metric.compute())
             self.log_dict({f"{stage}/{key}": float(value) for key, value in result.items()})
             metric.reset()
 
@@ -386,7 +404,8 @@ class FasterRCNNModule(LightningModule):
             self._log_images(images, predictions, targets)
 
     def on_validation_epoch_end(self) -> None:
-        """Log ``val/map``, ``val/map_50``, ``val/map_75``, ``val/mar_100``, ``val/ap_50/<class>``, ..."""
+        """Log ``val/map``, ``val/map_50``, ``val/map_75``, ``val/mar_100``, ``val/ap_50/<class>``, ``val/f1_macro``,
+        ``val/f1/<class>``, ``val/froc_cpm``, ``val/sens_at_1fp``, ... (any can be ``optimized_metric``)."""
         self._log_eval_metrics(self.val_metrics, "val")
 
     def test_step(self, batch: Batch, batch_idx: int) -> None:
