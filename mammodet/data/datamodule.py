@@ -2,7 +2,8 @@
 
 ``prepare_data`` makes what is missing, once: the synthetic dataset (when ``synthesize`` is set and the
 CSV folder does not exist) and the conversion (COCO files under ``image_dir``). ``source`` picks where
-pixels come from: ``jpeg`` (the converted images) or ``dicom`` (decoded on the fly, same samples and boxes).
+pixels come from: ``jpeg`` (the converted images), ``dicom`` (decoded on the fly, same samples and boxes) or
+``cache`` (arrays pre-cropped and pre-resized once from either, ``mammodet.data.cache``; same boxes).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
+from mammodet.data.cache import CacheSettings, CacheSource, build_cache
 from mammodet.data.conversion import ConvertSettings, convert_dataset
 from mammodet.data.detection_dataset import (
     CropDataset,
@@ -29,7 +31,7 @@ from mammodet.data.detection_dataset import (
 from mammodet.data.synthetic import SynthSpec, generate
 from mammodet.data.transforms import Augment
 
-SOURCES = ("jpeg", "dicom")
+SOURCES = ("jpeg", "dicom", "cache")
 
 
 class DetectionDataModule(L.LightningDataModule):
@@ -59,6 +61,7 @@ class DetectionDataModule(L.LightningDataModule):
         pin_memory: bool = True,
         persistent_workers: bool = True,
         image_gamma: float = 0.8,
+        cache: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         # Stored in checkpoints (plain types), so prediction repeats the evaluation preprocessing exactly.
@@ -69,6 +72,12 @@ class DetectionDataModule(L.LightningDataModule):
             raise ValueError(f"unknown data.train_mode {train_mode!r}; choose 'crops' or 'whole'")
         if source == "dicom" and not dicom_root:
             raise ValueError("data.source=dicom needs data.dicom_root")
+        cache_options = dict(cache or {})
+        self.cache_dir = Path(cache_options.pop("dir", Path(image_dir) / "cache"))
+        self.cache_workers = cache_options.pop("workers", 0)
+        self.cache_settings = CacheSettings(gamma=image_gamma, **cache_options)
+        if source == "cache" and self.cache_settings.input == "dicom" and not dicom_root:
+            raise ValueError("data.source=cache with data.cache.input=dicom needs data.dicom_root")
         self.image_dir = Path(image_dir)
         self.csv_dir, self.dicom_root, self.source_name = csv_dir, dicom_root, source
         self.mass_rule, self.split_options = mass_rule, dict(split or {})
@@ -86,7 +95,8 @@ class DetectionDataModule(L.LightningDataModule):
         self.records: dict[str, list[ImageRecord]] = {}
 
     def prepare_data(self) -> None:
-        """Generate the synthetic dataset and convert it when their outputs are missing (runs once per node)."""
+        """Generate the synthetic dataset, convert it and build the cache (``source=cache``) where their outputs
+        are missing (runs once per node)."""
         if self.synthesize is not None and self.csv_dir and not Path(self.csv_dir).exists():
             options = dict(self.synthesize)
             out_dir, workers = options.pop("out_dir"), options.pop("workers", 0)
@@ -98,14 +108,29 @@ class DetectionDataModule(L.LightningDataModule):
                 )
             options = dict(self.convert_options)
             workers = options.pop("workers", 0)
+            write_images = self.source_name == "jpeg" or (
+                self.source_name == "cache" and self.cache_settings.input == "jpeg"
+            )
             settings = ConvertSettings(
-                mass_rule=self.mass_rule, gamma=self.image_gamma, write_images=self.source_name == "jpeg", **options
+                mass_rule=self.mass_rule, gamma=self.image_gamma, write_images=write_images, **options
             )
             convert_dataset(self.dicom_root, self.csv_dir, self.image_dir, settings, self.split_options, workers)
+        if self.source_name == "cache":  # resumes: only missing arrays are made
+            build_cache(
+                self.image_dir,
+                self.cache_dir,
+                self.cache_settings,
+                crop_scale=self.crop_scale if self.train_mode == "crops" else None,
+                max_side=self.max_side,
+                dicom_root=self.dicom_root,
+                workers=self.cache_workers,
+            )
 
     def _source(self) -> ImageSource:
         if self.source_name == "dicom":
             return DicomSource(self.dicom_root, self.image_gamma)
+        if self.source_name == "cache":
+            return CacheSource(self.cache_dir, self.cache_settings, self.image_dir, self.dicom_root)
         return FileSource(self.image_dir)
 
     def setup(self, stage: str | None = None) -> None:

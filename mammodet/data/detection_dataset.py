@@ -1,9 +1,10 @@
 """Torch datasets for detection: image sources (converted images or DICOM), whole images and lesion crops.
 
-Records come from the COCO files that ``mammodet.convert`` writes. Both sources give the same image
-geometry (the record's crop box and size), so boxes are shared. Training uses crops at a chosen scale
-(calcifications are a few pixels wide and vanish when a whole mammogram is shrunk); validation and test
-use whole images so metrics are per mammogram.
+Records come from the COCO files that ``mammodet.convert`` writes. Every source gives the same image
+geometry (the record's crop box and size), so boxes are shared; a ``ResizedSource`` (the cache of
+``mammodet.data.cache``) holds images already at the sizes the datasets ask for, as integers. Training
+uses crops at a chosen scale (calcifications are a few pixels wide and vanish when a whole mammogram is
+shrunk); validation and test use whole images so metrics are per mammogram.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import cv2
 import numpy as np
@@ -22,7 +23,7 @@ from torch.utils.data import Dataset
 
 from mammodet.data.dicom import read_dicom
 from mammodet.data.layout import DicomLocator
-from mammodet.data.preprocess import crop_and_resize
+from mammodet.data.preprocess import resize_scale
 
 Target = dict[str, Any]
 Transform = Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
@@ -113,6 +114,39 @@ class DicomSource:
         return np.ascontiguousarray(pixels)
 
 
+@runtime_checkable
+class ResizedSource(Protocol):
+    """A source holding images already resized (``mammodet.data.cache.CacheSource``).
+
+    ``load_resized`` gives the record's image at ``size`` (width, height) as stored, uint8 or uint16 and possibly
+    memory-mapped, with the value that maps it to [0, 1]: a training crop then reads and converts only its pixels.
+    """
+
+    def load_resized(self, record: ImageRecord, size: tuple[int, int]) -> tuple[np.ndarray, float]: ...
+
+
+def scaled_size(width: int, height: int, scale: float) -> tuple[int, int]:
+    """(width, height) of an image resized by ``scale``: the image training crops are cut from."""
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def whole_size(width: int, height: int, max_side: int | None) -> tuple[int, int]:
+    """(width, height) of a whole image shrunk so its longer side is at most ``max_side`` (as ``crop_and_resize``)."""
+    scale = resize_scale(height, width, max_side)
+    return (width, height) if scale == 1.0 else scaled_size(width, height, scale)
+
+
+def load_resized(source: ImageSource, record: ImageRecord, size: tuple[int, int]) -> tuple[np.ndarray, float]:
+    """The record's image at ``size`` (width, height) and the value that maps it to [0, 1]: as stored by a
+    ``ResizedSource``, else loaded as float32 and shrunk with ``INTER_AREA`` (value 1.0)."""
+    if isinstance(source, ResizedSource):
+        return source.load_resized(record, size)
+    image = source.load(record)
+    if image.shape != (size[1], size[0]):
+        image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    return image, 1.0
+
+
 def to_sample(image: np.ndarray, boxes: np.ndarray, labels: np.ndarray, image_id: int) -> tuple[torch.Tensor, Target]:
     """A float image (H, W) and its boxes as a torchvision detection sample: (3, H, W) tensor and target."""
     tensor = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None].expand(3, -1, -1)
@@ -141,7 +175,11 @@ class WholeImageDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, Target]:
         record = self.records[index]
-        image, (sx, sy) = crop_and_resize(self.source.load(record), None, self.max_side)
+        size = whole_size(record.width, record.height, self.max_side)
+        image, unit = load_resized(self.source, record, size)
+        if unit != 1.0:
+            image = image.astype(np.float32) / unit
+        sx, sy = size[0] / record.width, size[1] / record.height
         boxes = record.boxes * np.array([sx, sy, sx, sy], dtype=np.float32)
         labels = record.labels
         if self.transform is not None:
@@ -198,27 +236,29 @@ class CropDataset(Dataset):
         rng = np.random.default_rng(int(torch.randint(0, 2**62, ()).item()))
         positive = bool(self.positives) and rng.random() < self.positive_fraction
         record = self.records[int(rng.choice(self.positives)) if positive else int(rng.integers(len(self.records)))]
-        image = self.source.load(record)
+        w, h = record.width, record.height
+        size = scaled_size(w, h, self.scale) if self.scale != 1.0 else (w, h)
+        image, unit = load_resized(self.source, record, size)
         boxes = record.boxes
         if self.scale != 1.0:
-            h, w = image.shape
-            size = (max(1, round(w * self.scale)), max(1, round(h * self.scale)))
-            image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
             boxes = boxes * np.array([size[0] / w, size[1] / h] * 2, dtype=np.float32)
-        window = self.window(rng, image, boxes[int(rng.integers(len(boxes)))] if positive else None)
+        window = self.window(rng, image, boxes[int(rng.integers(len(boxes)))] if positive else None, unit)
         crop = np.zeros((self.crop_size, self.crop_size), dtype=np.float32)
         x0, y0, x1, y1 = window
         patch = image[max(y0, 0) : y1, max(x0, 0) : x1]
         crop[max(0, -y0) : max(0, -y0) + patch.shape[0], max(0, -x0) : max(0, -x0) + patch.shape[1]] = patch
+        if unit != 1.0:  # a stored (integer) image: only the crop is converted
+            crop /= unit
         crop_boxes_, labels = crop_boxes(boxes, record.labels, window, self.min_visibility)
         if self.transform is not None:
             crop, crop_boxes_, labels = self.transform(crop, crop_boxes_, labels)
         return to_sample(crop, crop_boxes_, labels, record.image_id)
 
     def window(
-        self, rng: np.random.Generator, image: np.ndarray, lesion: np.ndarray | None
+        self, rng: np.random.Generator, image: np.ndarray, lesion: np.ndarray | None, unit: float = 1.0
     ) -> tuple[int, int, int, int]:
-        """A crop window (may extend past small images, which are zero-padded) containing ``lesion`` if given."""
+        """A crop window (may extend past small images, which are zero-padded) containing ``lesion`` if given;
+        ``unit`` is the value of white in ``image`` (1.0 for float images)."""
         h, w = image.shape
         size = self.crop_size
 
@@ -230,7 +270,7 @@ class CropDataset(Dataset):
             # A random window; retried a few times to land on tissue rather than on the black background.
             for _ in range(8):
                 x0, y0 = start(0, w - size, w), start(0, h - size, h)
-                if image[y0 : y0 + size, x0 : x0 + size].mean() > 0.1:
+                if image[y0 : y0 + size, x0 : x0 + size].mean() > 0.1 * unit:
                     break
             return (x0, y0, x0 + size, y0 + size)
         bx0, by0, bx1, by1 = (float(v) for v in lesion)
