@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,7 @@ from test_train import tiny_overrides
 
 from mammodet.analysis.evaluation import load_evaluation
 from mammodet.analysis.events import Series, smooth
-from mammodet.analysis.report import write_report
+from mammodet.analysis.report import analyse, findings, load_run, write_report
 from mammodet.analysis.summary import trend
 from mammodet.config import compose
 from mammodet.data.classes import LABEL_NAMES
@@ -245,6 +246,15 @@ def test_command_line(sweep_dir: Path, tmp_path: Path) -> None:
     assert (out / "analysis_report.md").is_file() and (out / "project_summary.csv").is_file()
     assert "Data wait was" in result.stdout
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cli"]  # Hydra wrote nothing else
+
+
+def test_data_rewritten_after_the_run_is_flagged(sweep_dir: Path) -> None:
+    run = load_run(sweep_dir / "0")
+    analysis = analyse(run)
+    assert run.data_written < analysis.started
+    assert not any("after this run started" in line for line in findings(run, analysis))
+    rewritten = replace(run, data_written=analysis.started + 60)
+    assert any("after this run started" in line for line in findings(rewritten, analysis))
 
 
 def test_a_run_without_event_files_is_refused(tmp_path: Path) -> None:

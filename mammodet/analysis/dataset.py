@@ -39,9 +39,7 @@ def resolve_image_dir(image_dir: str | None, run_dir: str | os.PathLike) -> Path
     if not image_dir:
         return None
     path = Path(image_dir)
-    candidates = (
-        [path] if path.is_absolute() else [Path.cwd() / path, *(p / path for p in Path(run_dir).resolve().parents)]
-    )
+    candidates = [path] if path.is_absolute() else [path, *(p / path for p in Path(run_dir).resolve().parents)]
     return next((c for c in candidates if (c / "annotations").is_dir()), None)
 
 
@@ -68,3 +66,9 @@ def split_statistics(image_dir: str | os.PathLike) -> list[SplitStats]:
             )
         )
     return stats
+
+
+def annotations_written(image_dir: str | os.PathLike) -> float | None:
+    """When the newest COCO file under ``image_dir/annotations`` was written (POSIX seconds), None if none."""
+    times = [p.stat().st_mtime for p in (Path(image_dir) / "annotations").glob("*.json")]
+    return max(times, default=None)

@@ -13,13 +13,14 @@ import math
 import os
 import shutil
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
 
 from mammodet.analysis import plots
-from mammodet.analysis.dataset import SplitStats, resolve_image_dir, split_statistics
+from mammodet.analysis.dataset import SplitStats, annotations_written, resolve_image_dir, split_statistics
 from mammodet.analysis.evaluation import Evaluation, load_run_evaluation
 from mammodet.analysis.events import TENSORBOARD_SMOOTHING, Series, epoch_at, event_files, load_scalars
 from mammodet.analysis.summary import (
@@ -64,6 +65,8 @@ class Run:
     event_files: tuple[Path, ...]
     splits: list[SplitStats]
     image_dir: Path | None
+    data_written: float | None
+    """When the COCO files read for ``splits`` were last written (POSIX seconds)."""
     evaluation: Evaluation | None
 
 
@@ -86,6 +89,7 @@ def load_run(run_dir: str | os.PathLike, metrics: str | os.PathLike | None = Non
         event_files=files,
         splits=split_statistics(image_dir) if image_dir else [],
         image_dir=image_dir,
+        data_written=annotations_written(image_dir) if image_dir else None,
         evaluation=load_run_evaluation(run_dir, metrics),
     )
 
@@ -103,6 +107,8 @@ class Analysis:
     timing: Timing | None
     schedule: Schedule | None
     wall_s: float | None
+    started: float | None
+    """The first logged point's wall time (POSIX seconds)."""
     steps: int | None
     """The last global step logged (test metrics are logged at the step training ended)."""
     epochs: int | None
@@ -124,6 +130,7 @@ def analyse(run: Run, tail_fraction: float = 0.1) -> Analysis:
         timing=timing(scalars, (run.config.get("data") or {}).get("batch_size")),
         schedule=schedule(scalars),
         wall_s=training_wall_s(scalars),
+        started=min((float(s.wall_times.min()) for s in scalars.values() if len(s)), default=None),
         steps=max((int(s.steps[-1]) for s in scalars.values() if len(s)), default=None),
         epochs=epoch + 1 if epoch is not None else None,
     )
@@ -241,9 +248,24 @@ def findings(run: Run, analysis: Analysis) -> list[str]:
         )
     if NONFINITE_TAG in stats and stats[NONFINITE_TAG]["max"] > 0:
         out.append(f"{int(stats[NONFINITE_TAG]['max'])} training steps were skipped for a non-finite loss.")
+    if (stale := _stale_data_note(run, analysis)) is not None:
+        out.append(stale)
     out += _data_findings(run.splits)
     out += _evaluation_findings(run.evaluation, analysis)
     return out
+
+
+def _stale_data_note(run: Run, analysis: Analysis) -> str | None:
+    """A warning when the COCO files were rewritten after the run started: the statistics may be of other data."""
+    if run.data_written is None or analysis.started is None or run.data_written <= analysis.started:
+        return None
+    written, started = (
+        datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M") for t in (run.data_written, analysis.started)
+    )
+    return (
+        f"The COCO files under {run.image_dir} were written at {written}, after this run started ({started}): "
+        "the data statistics may not describe the data it trained on."
+    )
 
 
 def _data_findings(splits: list[SplitStats]) -> list[str]:
@@ -391,7 +413,7 @@ def _training_section(run: Run, analysis: Analysis, figures: dict[str, Path]) ->
     return Section("Training", "\n".join(text), tuple(figures[k] for k in keys if k in figures))
 
 
-def _data_section(run: Run, figures: dict[str, Path]) -> Section:
+def _data_section(run: Run, analysis: Analysis, figures: dict[str, Path]) -> Section:
     if not run.splits:
         image_dir = (run.config.get("data") or {}).get("image_dir")
         return Section(
@@ -412,6 +434,8 @@ def _data_section(run: Run, figures: dict[str, Path]) -> Section:
         for s in run.splits
     ]
     text = f"From the COCO files under `{run.image_dir}`.\n\n" + _table(header, rows)
+    if (stale := _stale_data_note(run, analysis)) is not None:
+        text += f"\n\n**Note:** {stale}"
     return Section("Data", text, tuple(figures[k] for k in ("class_distribution",) if k in figures))
 
 
@@ -610,7 +634,7 @@ def _run_report(run: Run, analysis: Analysis, out_dir: Path, smoothing: float) -
         Section("Executive summary", _bullets(executive_summary(run, analysis))),
         Section("Findings", _bullets(found)),
         _training_section(run, analysis, figures),
-        _data_section(run, figures),
+        _data_section(run, analysis, figures),
         _efficiency_section(analysis, figures),
         _evaluation_section(run, figures),
     ]
