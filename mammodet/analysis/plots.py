@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from mammodet.analysis.dataset import SplitStats
 from mammodet.analysis.evaluation import Evaluation
@@ -165,6 +166,7 @@ def plot_validation(scalars: dict[str, Series]) -> Figure | None:
             values = np.where(series.values < 0, np.nan, series.values)  # -1: class absent from validation
             ax.plot(x, values, marker="o", markersize=3, label=_short(tag))
         ax.set_xlabel(xlabel)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         if tags:
             ax.legend(fontsize=8)
@@ -304,6 +306,7 @@ def plot_sweep(
             x, xlabel = _epochs_or_steps(scalars, series)
             val_ax.plot(x, series.values, marker="o", markersize=3, label=label)
             val_ax.set_xlabel(xlabel)
+            val_ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         best.append(float(np.nanmax(series.values)) if series is not None and len(series) else np.nan)
     loss_ax.set_title(f"{TOTAL_LOSS} (smoothed)")
     loss_ax.set_xlabel("step")

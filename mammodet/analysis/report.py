@@ -739,27 +739,32 @@ def _comparison(runs: list[Run], analyses: list[Analysis]) -> tuple[list[str], l
     return header, rows
 
 
+def _setting(varied: dict[str, list[Any]], i: int, short: bool = False) -> str:
+    """``key=value`` of run ``i`` for every varied key (``short``: last key part, first two keys, for legends)."""
+    items = list(varied.items())[:2] if short else list(varied.items())
+    return ", ".join(f"{k.rsplit('.', 1)[-1] if short else k}={v[i]}" for k, v in items) or "same config"
+
+
 def _sweep_findings(runs: list[Run], analyses: list[Analysis], varied: dict[str, list[Any]]) -> list[str]:
     out = []
-
-    def setting(i: int) -> str:
-        return ", ".join(f"{k}={v[i]}" for k, v in varied.items()) or "same config"
-
     best = {i: a.validation[PRIMARY_VAL].value for i, a in enumerate(analyses) if PRIMARY_VAL in a.validation}
     if len(best) >= 2 and max(best.values()) == min(best.values()):
         out.append(f"All {len(best)} runs reached the same best {PRIMARY_VAL}, {max(best.values()):.4f}.")
     elif len(best) >= 2:
         top, bottom = max(best, key=best.get), min(best, key=best.get)
         out.append(
-            f"Best run by {PRIMARY_VAL}: {runs[top].name} ({setting(top)}) at {best[top]:.4f}; worst: "
-            f"{runs[bottom].name} ({setting(bottom)}) at {best[bottom]:.4f}; spread {best[top] - best[bottom]:.4f}."
+            f"Best run by {PRIMARY_VAL}: {runs[top].name} ({_setting(varied, top)}) at {best[top]:.4f}; worst: "
+            f"{runs[bottom].name} ({_setting(varied, bottom)}) at {best[bottom]:.4f}; "
+            f"spread {best[top] - best[bottom]:.4f}."
         )
     test = {
         i: r.evaluation.headline["map_50"]
         for i, r in enumerate(runs)
         if r.evaluation and not math.isnan(r.evaluation.headline.get("map_50", math.nan))
     }
-    if len(test) >= 2:
+    if len(test) >= 2 and max(test.values()) == min(test.values()):
+        out.append(f"All {len(test)} evaluated runs have the same test map_50, {max(test.values()):.4f}.")
+    elif len(test) >= 2:
         top = max(test, key=test.get)
         agree = best and top == max(best, key=best.get)
         out.append(
@@ -798,7 +803,8 @@ def write_sweep_report(
     with (out_dir / SWEEP_TABLE_NAME).open("w", newline="") as file:
         csv.writer(file).writerows([header, *[["" if v is None else v for v in row] for row in rows]])
     figures = {}
-    figure = plots.plot_sweep([(run.name, run.scalars) for run in runs], smoothing)
+    labels = [f"{run.name}: {_setting(varied, i, short=True)}" if varied else run.name for i, run in enumerate(runs)]
+    figure = plots.plot_sweep([(label, run.scalars) for label, run in zip(labels, runs, strict=True)], smoothing)
     if figure is not None:
         figures["sweep_comparison"] = plots.save(figure, out_dir / "sweep_comparison.png")
     found = _sweep_findings(runs, analyses, varied)
