@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import cv2
@@ -20,10 +17,12 @@ from pydicom.uid import MPEG2MPML
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
 from mammodet import __version__
+from mammodet.config import compose
 from mammodet.data.datamodule import DetectionDataModule
 from mammodet.data.dicom import read_dicom
 from mammodet.data.layout import DicomLocator
 from mammodet.data.preprocess import breast_box
+from mammodet.predict import main as predict_main
 from mammodet.serving.inference import (
     Detector,
     InputError,
@@ -33,8 +32,6 @@ from mammodet.serving.inference import (
     model_resize,
 )
 from mammodet.serving.predict import CSV_COLUMNS, predict_files
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -228,31 +225,16 @@ def test_predict_folder_writes_json_png_and_summary(
     )
 
 
-def test_predict_command_line(tiny_checkpoint: Path, mammograms: dict[str, Path], tmp_path: Path) -> None:
+def test_predict_command(
+    tiny_checkpoint: Path, mammograms: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     inputs = tmp_path / "in"
     inputs.mkdir()
     (inputs / "clear.dcm").write_bytes(mammograms["clear"].read_bytes())
-    bad = bad_file("not an image", mammograms["lesions"], inputs)
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "mammodet.predict",
-            f"ckpt_path={tiny_checkpoint}",
-            f"input={inputs}",
-            f"out_dir={tmp_path / 'out'}",
-            "device=cpu",
-            "batch_size=2",
-        ],
-        cwd=tmp_path,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 1, result.stderr[-2000:]  # one file could not be read
+    bad_file("not an image", mammograms["lesions"], inputs)
+    overrides = [f"ckpt_path={tiny_checkpoint}", f"input={inputs}", f"out_dir={tmp_path / 'out'}", "batch_size=2"]
+    with pytest.raises(SystemExit, match=r"^1 of 2 files could not be read$"):
+        predict_main.__wrapped__(compose("predict", [*overrides, "device=cpu"]))
     assert (tmp_path / "out" / "clear.dcm.json").is_file() and (tmp_path / "out" / "clear.dcm.png").is_file()
-    output = result.stdout + result.stderr
-    assert f"{bad}: not a DICOM, PNG or JPEG file (judged by its content)" in output
-    assert "failed: not_an_image.dcm: not a DICOM, PNG or JPEG file (judged by its content)" in output
-    assert "1 of 2 files could not be read" in output
+    printed = capsys.readouterr().out
+    assert "failed: not_an_image.dcm: not a DICOM, PNG or JPEG file (judged by its content)" in printed

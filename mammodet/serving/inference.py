@@ -260,9 +260,9 @@ class Detector:
                 f"{path}: no datamodule_hyper_parameters, so the evaluation preprocessing is unknown; "
                 "use a checkpoint written by python -m mammodet.train"
             )
-        hyper_parameters = dict(checkpoint["hyper_parameters"])
-        module = FasterRCNNModule(**hyper_parameters)
+        module = FasterRCNNModule(**checkpoint["hyper_parameters"])
         module.load_state_dict(checkpoint["state_dict"])
+        hyper_parameters = dict(module.hparams)  # every argument, defaults included, so exports rebuild it alike
         torch_device = resolve_device(device)
         return cls(
             _inference_model(module).to(torch_device),

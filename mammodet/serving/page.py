@@ -34,9 +34,10 @@ INDEX_HTML = """<!doctype html>
   label[for=threshold] { font-weight: 600; }
   #threshold { width: 100%; margin: 8px 0 4px; }
   #counts { color: #555; font-size: 13px; margin: 4px 0 10px; }
+  #table-box { max-height: 58vh; overflow-y: auto; border: 1px solid #e3e6ea; border-radius: 4px; }
   table { width: 100%; border-collapse: collapse; font-size: 13px; font-variant-numeric: tabular-nums; }
-  th, td { text-align: left; padding: 4px 6px; border-bottom: 1px solid #e3e6ea; }
-  th { background: #f6f7f9; }
+  th, td { text-align: left; padding: 4px 6px; border-bottom: 1px solid #e3e6ea; white-space: nowrap; }
+  th { background: #f6f7f9; position: sticky; top: 0; }
   .swatch { display: inline-block; width: 10px; height: 10px; border-radius: 2px; margin-right: 6px; }
   #download { display: inline-block; margin-top: 12px; }
   #download[hidden] { display: none; }
@@ -64,10 +65,12 @@ INDEX_HTML = """<!doctype html>
     <label for="threshold">Confidence &ge; <output id="threshold-value">0.30</output></label>
     <input type="range" id="threshold" min="0" max="1" step="0.01" value="0.3">
     <p id="counts">No image analysed yet.</p>
-    <table id="lesions">
-      <thead><tr><th>#</th><th>Class</th><th>Score</th><th>Box x0, y0, x1, y1 (px)</th></tr></thead>
-      <tbody></tbody>
-    </table>
+    <div id="table-box">
+      <table id="lesions">
+        <thead><tr><th>#</th><th>Class</th><th>Score</th><th>Box x0, y0, x1, y1 (px)</th></tr></thead>
+        <tbody></tbody>
+      </table>
+    </div>
     <a id="download" download="detections.json" hidden>Download JSON</a>
   </aside>
 </main>
