@@ -141,6 +141,11 @@ def test_run_report_numbers_match_the_event_and_coco_files(sweep_dir: Path, tmp_
 
     test_metrics = json.loads((run_dir / "test_metrics.json").read_text())
     assert summary[("0", "evaluation", "map_50", "value")] == test_metrics["map_50"]
+    for name in LABEL_NAMES.values():
+        for metric in ("ap_50", "f1", "recall"):
+            value = test_metrics.get(f"{metric}/{name}")
+            if value is not None and value >= 0:  # -1: COCOeval's "no ground truth", reported as missing
+                assert summary[("0", "evaluation", f"{name}/{metric}", "value")] == pytest.approx(value, nan_ok=True)
 
     assert set(report.figures) == RUN_FIGURES
     markdown = report.markdown.read_text()

@@ -18,7 +18,7 @@ from typing import Any
 
 from mammodet.data.classes import CLASSES
 
-HEADLINE_KEYS = ("map", "map_50", "map_75", "mar_100", "f1_macro", "f1_weighted")
+HEADLINE_KEYS = ("map", "map_50", "map_75", "mar_100", "f1_macro", "f1_weighted", "f1_micro", "froc_cpm", "sens_at_1fp")
 PER_CLASS_KEYS = ("ap_50", "precision", "recall", "f1", "tp", "fp", "fn", "sens_at_1fp")
 _LOW_KEYS = ("low", "lo", "lower")
 _HIGH_KEYS = ("high", "hi", "upper")
@@ -146,14 +146,16 @@ def _undefined_as_nan(value: float) -> float:
 
 
 def load_test_metrics(path: str | os.PathLike) -> Evaluation:
-    """Read training's ``test_metrics.json`` (``map``, ``map_50``, ``ap_50/<class>``, ...; no intervals)."""
+    """Read training's ``test_metrics.json`` (``map``, ``map_50``, ``f1_macro``, ``<metric>/<class>``, ...; no
+    intervals)."""
     path = Path(path)
     data = {k: _undefined_as_nan(v) for k, v in json.loads(path.read_text()).items() if _number(v) is not None}
     headline = {k: data[k] for k in HEADLINE_KEYS if k in data}
     per_class: dict[str, dict[str, float]] = {}
     for key, value in data.items():
-        if key.startswith("ap_50/"):
-            per_class.setdefault(key.split("/", 1)[1], {})["ap_50"] = value
+        metric, _, name = key.partition("/")
+        if name and metric in PER_CLASS_KEYS:
+            per_class.setdefault(name, {})[metric] = value
     return Evaluation(source=path, headline=headline, per_class=_class_order(per_class))
 
 
