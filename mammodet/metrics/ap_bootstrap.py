@@ -60,39 +60,50 @@ def _coco(items: Sequence[Detections], categories: list[int], with_scores: bool)
     return coco
 
 
-def _class_matches(evals: list[dict], max_det: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """One class's detections in COCO's accumulate order: image, TP flag, FP flag; and its counted
-    (not ignored) ground truths' images."""
-    evals = [e for e in evals if e is not None]
-    if not evals:
-        return np.zeros(0, np.int64), np.zeros(0, bool), np.zeros(0, bool), np.zeros(0, np.int64)
-    scores = np.concatenate([e["dtScores"][:max_det] for e in evals])
+def _class_matches(
+    evals: list[dict | None], num_images: int, max_det: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One class's matches in COCO's accumulate order, compressed to what the AP depends on: the image of each
+    true positive (T,), false positives counted per image and per gap between true positives (N, T + 1), and
+    the images of the counted (not ignored) ground truths."""
+    kept = [e for e in evals if e is not None]
+    if not kept:
+        return np.zeros(0, np.int64), np.zeros((num_images, 1)), np.zeros(0, np.int64)
+    scores = np.concatenate([e["dtScores"][:max_det] for e in kept])
     order = np.argsort(-scores, kind="mergesort")
-    image = np.concatenate([np.full(len(e["dtScores"][:max_det]), e["image_id"]) for e in evals])[order]
-    matched = np.concatenate([e["dtMatches"][0, :max_det] for e in evals])[order] != 0
-    ignored = np.concatenate([e["dtIgnore"][0, :max_det] for e in evals])[order].astype(bool)
-    gt_image = np.concatenate([np.full(int((e["gtIgnore"] == 0).sum()), e["image_id"]) for e in evals])
-    return image.astype(np.int64), matched & ~ignored, ~matched & ~ignored, gt_image.astype(np.int64)
+    image = np.concatenate([np.full(len(e["dtScores"][:max_det]), e["image_id"]) for e in kept])[order]
+    matched = np.concatenate([e["dtMatches"][0, :max_det] for e in kept])[order] != 0
+    ignored = np.concatenate([e["dtIgnore"][0, :max_det] for e in kept])[order].astype(bool)
+    tp, fp = matched & ~ignored, ~matched & ~ignored
+    fp_counts = np.zeros((num_images, int(tp.sum()) + 1))
+    np.add.at(fp_counts, (image[fp], (np.cumsum(tp) - tp)[fp]), 1.0)
+    gt_image = np.concatenate([np.full(int((e["gtIgnore"] == 0).sum()), e["image_id"]) for e in kept])
+    return image[tp].astype(np.int64), fp_counts, gt_image.astype(np.int64)
 
 
-def _weighted_ap(
-    weights: np.ndarray, image: np.ndarray, tp: np.ndarray, fp: np.ndarray, gt_image: np.ndarray
-) -> np.ndarray:
-    """(B,) COCO AP of one class for image weights (B, N); NaN where no ground truth is drawn."""
+def _weighted_ap(weights: np.ndarray, tp_image: np.ndarray, fp_counts: np.ndarray, gt_image: np.ndarray) -> np.ndarray:
+    """(B,) COCO AP of one class for image weights (B, N); NaN where no ground truth is drawn.
+
+    COCO's interpolated precision at recall r is the highest precision from the first point reaching r on.
+    That point is a true positive, and a false positive never beats the point before it, so only the true
+    positives' points are needed: counts there are cumulative true-positive weights and the false-positive
+    weight ranked above, a matrix product with ``fp_counts``.
+    """
     num_gt = weights[:, gt_image].sum(axis=1)
-    det_weight = weights[:, image]
-    tp_sum = np.cumsum(det_weight * tp, axis=1)
-    fp_sum = np.cumsum(det_weight * fp, axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        recall = tp_sum / num_gt[:, None]
+    ap = np.where(num_gt > 0, 0.0, np.nan)
+    if tp_image.size == 0:
+        return ap
+    tp_sum = np.cumsum(weights[:, tp_image], axis=1)
+    fp_sum = np.cumsum(weights @ fp_counts, axis=1)[:, :-1]
+    # The same float operations as COCOeval.accumulate, so values are equal, not just close.
     precision = tp_sum / (fp_sum + tp_sum + np.spacing(1))
     precision = np.maximum.accumulate(precision[:, ::-1], axis=1)[:, ::-1]
-    ap = np.full(len(weights), np.nan)
-    for b in np.flatnonzero(num_gt > 0):
-        index = np.searchsorted(recall[b], RECALL_THRESHOLDS, side="left")
-        reached = index < precision.shape[1]
-        ap[b] = precision[b, index[reached]].sum() / RECALL_THRESHOLDS.size
-    return ap
+    with np.errstate(invalid="ignore", divide="ignore"):
+        recall = tp_sum / num_gt[:, None]
+    first = (recall[:, :, None] < RECALL_THRESHOLDS).sum(axis=1)  # searchsorted(recall, thresholds, "left")
+    reached = first < tp_image.size
+    q = np.where(reached, np.take_along_axis(precision, np.minimum(first, tp_image.size - 1), axis=1), 0.0)
+    return np.where(num_gt > 0, q.sum(axis=1) / RECALL_THRESHOLDS.size, ap)
 
 
 def ap_statistic(
@@ -113,7 +124,7 @@ def ap_statistic(
         evaluator.evaluate()
     num_images = len(targets)
     per_class = {
-        category: _class_matches(evaluator.evalImgs[k * num_images : (k + 1) * num_images], max_detections)
+        category: _class_matches(evaluator.evalImgs[k * num_images : (k + 1) * num_images], num_images, max_detections)
         for k, category in enumerate(evaluator.params.catIds)
     }
     selected = [label] if label is not None else list(per_class)
