@@ -198,6 +198,8 @@ def test_file_mode_without_images_skips_only_galleries(tmp_path: Path) -> None:
         ("unknown image ids", "predictions for 2 image ids not in the annotations: 7, 9"),
         ("not a list", "predictions must be a COCO results list"),
         ("bad category", "entry 0 has category_id 4"),
+        ("negative width", "entry 1 needs bbox [x, y, w, h] with w, h >= 0"),
+        ("text score", "entry 0 needs a finite score"),
         ("invalid json", "predictions file is not valid JSON"),
     ],
 )
@@ -215,6 +217,10 @@ def test_bad_input_errors_name_the_file(case: str, message: str, tmp_path: Path)
         predictions.write_text(json.dumps({"annotations": RESULTS}))
     elif case == "bad category":
         predictions.write_text(json.dumps([{**RESULTS[0], "category_id": 4}]))
+    elif case == "negative width":
+        predictions.write_text(json.dumps([RESULTS[0], {**RESULTS[1], "bbox": [1, 1, -2, 3]}]))
+    elif case == "text score":
+        predictions.write_text(json.dumps([{**RESULTS[0], "score": "0.9"}]))
     else:
         predictions.write_text("[{")
     with pytest.raises((ValueError, FileNotFoundError), match=re.escape(f"{named}: {message}")):

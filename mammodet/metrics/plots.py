@@ -15,9 +15,7 @@ from typing import Any
 
 import cv2
 import numpy as np
-import torch
 from matplotlib.figure import Figure
-from torchvision.utils import draw_bounding_boxes
 
 from mammodet.data.detection_dataset import ImageRecord, ImageSource
 from mammodet.metrics.f1 import MatchRecords
@@ -29,6 +27,10 @@ TILE = 192
 CONTEXT = 3.0
 """A gallery crop is this many times the box's longer side (at least ``MIN_CROP`` pixels)."""
 MIN_CROP = 96
+LINE = 14
+"""Caption line height in pixels."""
+LESION, PREDICTION, FOCUS = (0, 200, 0), (230, 0, 0), (255, 220, 0)
+"""Gallery box colours (RGB)."""
 
 
 def _save(fig: Figure, path: str | os.PathLike) -> None:
@@ -164,7 +166,7 @@ def missed_lesions(
 
 
 def _tile(image: np.ndarray, focus: np.ndarray, lesions: np.ndarray, predictions: np.ndarray) -> np.ndarray:
-    """An RGB uint8 crop around ``focus`` scaled to ``TILE``: lesions green, predictions red, focus yellow."""
+    """A ``TILE`` x ``TILE`` RGB uint8 crop around ``focus``: lesions green, predictions red, focus yellow."""
     height, width = image.shape
     side = max(MIN_CROP, CONTEXT * float(max(focus[2] - focus[0], focus[3] - focus[1])))
     cx, cy = (focus[0] + focus[2]) / 2, (focus[1] + focus[3]) / 2
@@ -172,16 +174,20 @@ def _tile(image: np.ndarray, focus: np.ndarray, lesions: np.ndarray, predictions
     y0 = int(np.clip(round(cy - side / 2), 0, max(height - side, 0)))
     x1, y1 = min(width, x0 + math.ceil(side)), min(height, y0 + math.ceil(side))
     scale = TILE / max(x1 - x0, y1 - y0)
-    crop = cv2.resize(image[y0:y1, x0:x1], (max(1, round((x1 - x0) * scale)), max(1, round((y1 - y0) * scale))))
-    canvas = torch.from_numpy((np.clip(crop, 0, 1) * 255).astype(np.uint8))[None].repeat(3, 1, 1)
-    h, w = canvas.shape[1:]
-    for boxes, color, width_px in ((lesions, "lime", 1), (predictions, "red", 1), (focus[None], "yellow", 2)):
-        shifted = (np.asarray(boxes, dtype=np.float64).reshape(-1, 4) - [x0, y0, x0, y0]) * scale
-        shifted = np.clip(shifted, 0, [w - 1, h - 1, w - 1, h - 1])
-        visible = (shifted[:, 2] > shifted[:, 0]) & (shifted[:, 3] > shifted[:, 1])
-        if visible.any():
-            canvas = draw_bounding_boxes(canvas, torch.from_numpy(shifted[visible]), colors=color, width=width_px)
-    return canvas.permute(1, 2, 0).numpy()
+    size = (max(1, round((x1 - x0) * scale)), max(1, round((y1 - y0) * scale)))
+    crop = cv2.resize(image[y0:y1, x0:x1], size, interpolation=cv2.INTER_AREA)
+    tile = np.zeros((TILE, TILE, 3), np.uint8)
+    tile[: size[1], : size[0]] = (np.clip(crop, 0, 1) * 255).astype(np.uint8)[..., None]
+    for boxes, color, thickness in ((lesions, LESION, 1), (predictions, PREDICTION, 1), (focus[None], FOCUS, 2)):
+        for bx0, by0, bx1, by1 in (np.asarray(boxes, dtype=np.float64).reshape(-1, 4) - [x0, y0, x0, y0]) * scale:
+            cv2.rectangle(tile, (round(bx0), round(by0)), (round(bx1), round(by1)), color, thickness)
+    return tile
+
+
+def _text(canvas: np.ndarray, lines: Sequence[str], x: int, y: int) -> None:
+    """Black text lines on ``canvas`` starting at baseline ``y``."""
+    for i, line in enumerate(lines):
+        cv2.putText(canvas, line, (x, y + i * LINE), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
 
 
 def draw_gallery(
@@ -193,22 +199,21 @@ def draw_gallery(
     title: str,
     path: str | os.PathLike,
 ) -> None:
-    """A grid of tiles (each image decoded once) with captions; a note instead when there is nothing to show."""
+    """A PNG grid of captioned tiles (each image decoded once); "none" when there is nothing to show."""
     columns = max(1, min(4, len(items)))
     rows = max(1, math.ceil(len(items) / columns))
-    fig = Figure(figsize=(2.3 * columns, 2.6 * rows + 0.4))
-    fig.suptitle(f"{title}\ngreen: lesions, red: predictions >= {score_threshold:g}, yellow: this box", fontsize=8)
-    if not items:
-        fig.text(0.5, 0.5, "none", ha="center", va="center")
+    cell_w, cell_h, header = TILE + 8, TILE + 2 * LINE + 10, 2 * LINE + 14
+    canvas = np.full((header + rows * cell_h, max(columns * cell_w, 4 * cell_w), 3), 255, np.uint8)
+    legend = f"green: lesions, red: predictions >= {score_threshold:g}, yellow: this box"
+    _text(canvas, [title, legend] if items else [title, "none"], 4, LINE)
     images: dict[int, np.ndarray] = {}
     for i, item in enumerate(items):
         if item.image not in images:
             images[item.image] = source.load(records[item.image])
         pred = preds[item.image]
         kept = scores_of(pred) >= score_threshold
+        x, y = (i % columns) * cell_w + 4, header + (i // columns) * cell_h
+        _text(canvas, item.caption.split("\n"), x, y + LINE - 4)
         tile = _tile(images[item.image], item.box, records[item.image].boxes, boxes_of(pred).numpy()[kept])
-        ax = fig.add_subplot(rows, columns, i + 1)
-        ax.imshow(tile)
-        ax.set_title(item.caption, fontsize=7)
-        ax.axis("off")
-    _save(fig, path)
+        canvas[y + 2 * LINE : y + 2 * LINE + TILE, x : x + TILE] = tile
+    cv2.imwrite(str(path), cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR))
