@@ -103,21 +103,24 @@ function render() {
   const { width, height } = result.image;
   svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
   svg.append(svgElement("image", { href: result.preview, x: 0, y: 0, width, height }));
-  const font = Math.max(width, height) / 50;
+  const font = Math.max(width, height) / 40;
   const shown = result.detections.map((d, i) => ({ ...d, n: i + 1 })).filter((d) => d.score >= threshold);
   for (const d of shown) {
     const [x0, y0, x1, y1] = d.box;
     const color = COLORS[d.label] || "#ffffff";
-    svg.append(svgElement("rect", {
+    const rect = svgElement("rect", {
       class: "box", "data-label": d.label, x: x0, y: y0, width: x1 - x0, height: y1 - y0, fill: "none",
       stroke: color, "stroke-width": 2, "vector-effect": "non-scaling-stroke",
-    }));
+    });
+    const title = svgElement("title", {});
+    title.textContent = `${d.n} ${d.label} ${d.score.toFixed(3)}`;
+    rect.append(title);
     const text = svgElement("text", {
       x: x0, y: y0 > font ? y0 - font * 0.25 : y1 + font, fill: color, "font-size": font,
       "stroke-width": font / 8,
     });
-    text.textContent = `${d.n} ${d.label} ${d.score.toFixed(2)}`;
-    svg.append(text);
+    text.textContent = d.n;  // the row number in the table, which has the class and score
+    svg.append(rect, text);
     const row = rows.insertRow();
     row.insertCell().textContent = d.n;
     const swatch = document.createElement("i");
