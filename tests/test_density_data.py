@@ -14,6 +14,7 @@ import torch
 
 from mammodet.data.density import (
     DensityDataModule,
+    DensityRecord,
     class_weights,
     density_label,
     letterbox,
@@ -146,6 +147,20 @@ def test_splits_group_patients_and_hold_every_class(synth: Path) -> None:
     one_patient_a = [r for r in records if r.density != 1] + [r for r in records if r.density == 1][:2]
     with pytest.raises(ValueError, match="too few patients to stratify"):
         split_records(one_patient_a)
+
+
+def test_official_mode_keeps_the_cbis_test_set() -> None:
+    records = [
+        DensityRecord(f"P_{i:05d}_LEFT_CC", f"P_{i:05d}", Path("x.dcm"), i % 4 + 1, "test" if i < 12 else "train")
+        for i in range(60)
+    ]
+    splits = split_records(records, mode="official", seed=0, val_fraction=0.2)
+    assert [r.key for r in splits["test"]] == [r.key for r in records[:12]]
+    assert abs(len(splits["val"]) - 0.2 * 48) <= 3 and all(
+        {r.density for r in items} == {1, 2, 3, 4} for items in splits.values()
+    )
+    with pytest.raises(ValueError, match=r"density split: split 'test' has no lesion of class index \[3\]"):
+        split_records([r for r in records if not (r.official_split == "test" and r.density == 4)], mode="official")
 
 
 def test_letterbox_keeps_aspect_and_all_tissue() -> None:

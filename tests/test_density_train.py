@@ -6,6 +6,9 @@ import csv
 import json
 import logging
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import lightning as L
@@ -214,3 +217,23 @@ def test_binary_run_with_sampler_sgd_and_plateau(synth: Path, tmp_path: Path) ->
     summary = json.loads((tmp_path / "run" / "val_metrics.json").read_text())
     assert summary["classes"] == ["AB", "CD"] and set(summary["auc"]) == {"AB", "CD"}
     assert "val/kappa" in metrics and not (tmp_path / "run" / "gradcam").exists()
+
+
+@pytest.mark.slow
+def test_ddp_validation_counts_every_image_once(synth: Path, tmp_path: Path) -> None:
+    overrides = [o for o in tiny_overrides(synth, tmp_path) if not o.startswith("paths.output_dir")]
+    overrides = [*overrides, "trainer=ddp", "trainer.devices=3", "trainer.sync_batchnorm=false", "trainer.max_epochs=1"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "mammodet.train", *overrides, f"hydra.run.dir={tmp_path / 'ddp'}"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((tmp_path / "ddp" / "val_metrics.json").read_text())
+    rows = list(csv.DictReader((tmp_path / "ddp" / "val_predictions.csv").open()))
+    assert summary["n"] == len(rows) == len({r["key"] for r in rows}) == sum(summary["target_counts"])
+    assert len(rows) % 3  # the distributed sampler pads with repeats: each image is still counted once
