@@ -47,7 +47,12 @@ def tiny_checkpoint(synthetic_classic: Path, tmp_path_factory: pytest.TempPathFa
     from mammodet.train import train
 
     work = tmp_path_factory.mktemp("tiny_model")
-    overrides = [*tiny_overrides(synthetic_classic, work), "trainer.check_val_every_n_epoch=1", "test=false"]
+    overrides = [
+        *tiny_overrides(synthetic_classic, work),
+        "trainer.check_val_every_n_epoch=1",
+        "test=false",
+        "++model.rpn_post_nms_top_n_test=100",  # fewer proposals: faster inference and Grad-CAM in the tests
+    ]
     train(compose("train", overrides))
     return work / "run" / "checkpoints" / "last.ckpt"
 

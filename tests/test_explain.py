@@ -37,8 +37,8 @@ def test_heat_maps_lie_in_the_breast_crop(detector: Detector, mammograms: dict[s
 
 def test_one_picture_per_lesion_above_the_threshold(detector: Detector, mammograms: dict[str, Path]) -> None:
     scores = detector.detect(mammograms["clear"]).scores
-    pictures = explain_file(detector, mammograms["clear"], float(scores[1]), max_lesions=5)  # the two best
-    assert [p.shape for p in pictures] == [(320, 200, 3)] * 2 and all(p.dtype == np.uint8 for p in pictures)
+    pictures = explain_file(detector, mammograms["clear"], float(scores[0]), max_lesions=5)  # the best
+    assert [p.shape for p in pictures] == [(320, 200, 3)] and pictures[0].dtype == np.uint8
     assert explain_file(detector, mammograms["clear"], 1.01, max_lesions=5) == []
 
 

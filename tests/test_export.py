@@ -19,7 +19,7 @@ from mammodet.export import main as export_main
 from mammodet.models import FasterRCNNModule
 from mammodet.serving import export as export_module
 from mammodet.serving.export import exportable, onnx_forward, padded, torchscript_forward
-from mammodet.serving.inference import Detections, Detector
+from mammodet.serving.inference import Detections, Detector, Forward
 
 METRICS = {"map": 0.25, "map_50": 0.5, "ap_50/mass_high": 0.75, "ap/calcification": -1.0, "checkpoint": "x.ckpt"}
 
@@ -107,18 +107,25 @@ def assert_same(a: Detections, b: Detections, box_atol: float, score_atol: float
         unused.remove(match)
 
 
+@pytest.fixture(scope="module")
+def runtimes(exported: Path) -> dict[str, Forward]:
+    """The exported TorchScript and ONNX models, loaded once."""
+    return {
+        "torchscript": torchscript_forward(exported / "model.pt"),
+        "onnx": onnx_forward(exported / "model.onnx", (160, 160)),
+    }
+
+
 @pytest.mark.parametrize("image", ["lesions", "clear"])
 def test_torchscript_and_onnx_match_pytorch(
-    image: str, exported: Path, detector: Detector, mammograms: dict[str, Path]
+    image: str, runtimes: dict[str, Forward], detector: Detector, mammograms: dict[str, Path]
 ) -> None:
     prepared = detector.prepare(mammograms[image])
     reference = detector.run([prepared])[0]
-    assert_same(detector.run([prepared], torchscript_forward(exported / "model.pt"))[0], reference, 1e-4, 1e-6)
+    assert_same(detector.run([prepared], runtimes["torchscript"])[0], reference, 1e-4, 1e-6)
     # ONNX takes a fixed 160 x 160 input: PyTorch on the same padded input is the reference.
     padded_reference = detector.run([prepared], padded(detector.forward, (160, 160)))[0]
-    assert_same(
-        detector.run([prepared], onnx_forward(exported / "model.onnx", (160, 160)))[0], padded_reference, 1e-2, 1e-4
-    )
+    assert_same(detector.run([prepared], runtimes["onnx"])[0], padded_reference, 1e-2, 1e-4)
 
 
 def test_scripted_torchvision_resize_matches_eager(detector: Detector, tmp_path: Path) -> None:
