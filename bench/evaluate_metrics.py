@@ -5,7 +5,9 @@
 Random ground truth (0-3 lesions per 512x320 image, three images per patient) and predictions (jittered
 lesions plus random false positives, up to ``--per-image`` per image) are written as COCO files with gray
 PNG images; each stage is timed on its own, then the whole command (``evaluate(cfg)``: reading, metrics,
-intervals, plots, galleries, writing) once more end to end. Timings are wall-clock seconds of one run.
+intervals, plots, galleries, writing) once more end to end. Each cell is wall-clock seconds of one run and,
+in brackets, the process's CPU seconds (what the wall time is on idle cores: the work is single-threaded
+NumPy/Python, so CPU time stays the same when other jobs slow the wall clock down).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import argparse
 import contextlib
 import io
 import json
+import os
 import tempfile
 import time
 from collections.abc import Callable
@@ -91,14 +94,15 @@ def make_files(folder: Path, num_images: int, per_image: int, seed: int = 0) -> 
     return folder / "annotations.json", folder / "results.json"
 
 
-def timed(function: Callable[[], Any]) -> tuple[Any, float]:
-    start = time.perf_counter()
+def timed(function: Callable[[], Any]) -> tuple[Any, tuple[float, float]]:
+    """``function()`` and its (wall, CPU) seconds."""
+    wall, cpu = time.perf_counter(), time.process_time()
     value = function()
-    return value, time.perf_counter() - start
+    return value, (time.perf_counter() - wall, time.process_time() - cpu)
 
 
-def bench(num_images: int, per_image: int, n_boot: int) -> list[tuple[str, float]]:
-    """(stage, seconds) rows for one dataset size."""
+def bench(num_images: int, per_image: int, n_boot: int) -> list[tuple[str, tuple[float, float]]]:
+    """(stage, (wall, CPU) seconds) rows for one dataset size."""
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         annotations, predictions = make_files(folder, num_images, per_image)
@@ -112,7 +116,7 @@ def bench(num_images: int, per_image: int, n_boot: int) -> list[tuple[str, float
             return metric.compute()
 
         rows = [
-            ("read annotations + predictions", t_read_gt + t_read),
+            ("read annotations + predictions", (t_read_gt[0] + t_read[0], t_read_gt[1] + t_read[1])),
             ("COCO mAP (DetectionMAP, 12 IoU thresholds)", timed(lambda: mean_average_precision(preds, targets))[1]),
             ("F1 (DetectionF1)", timed(lambda: update(DetectionF1()))[1]),
             ("FROC", timed(lambda: update(FROC()))[1]),
@@ -143,11 +147,13 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     tables = {n: bench(args.images, n, args.n_boot) for n in args.per_image}
-    print(f"\n{args.images} images, torch threads {args.threads}; seconds per stage")
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"\n{args.images} images, torch threads {args.threads}, load average {load}; wall (CPU) seconds per stage")
     print("| stage | " + " | ".join(f"{n} predictions/image" for n in args.per_image) + " |")
     print("|---|" + "---:|" * len(args.per_image))
     for i, (stage, _) in enumerate(tables[args.per_image[0]]):
-        print(f"| {stage} | " + " | ".join(f"{tables[n][i][1]:.2f}" for n in args.per_image) + " |")
+        cells = (tables[n][i][1] for n in args.per_image)
+        print(f"| {stage} | " + " | ".join(f"{wall:.2f} ({cpu:.2f})" for wall, cpu in cells) + " |")
 
 
 if __name__ == "__main__":

@@ -33,22 +33,22 @@ which decide ties when a recall lands exactly on a point), so that the values eq
 
 def _coco(items: Sequence[Detections], categories: list[int], with_scores: bool) -> COCO:
     """A pycocotools dataset of per-image dicts (image ids 0..N-1), built the way torchmetrics builds it."""
-    annotations = []
+    image_ids, boxes, labels, scores = [], [], [], []
     for image_id, item in enumerate(items):
-        boxes = box_convert(torch.as_tensor(item["boxes"]).reshape(-1, 4), "xyxy", "xywh").tolist()
-        scores = scores_of(item).tolist() if with_scores else [None] * len(boxes)
-        for box, label, score in zip(boxes, labels_of(item).tolist(), scores, strict=True):
-            annotation = {
-                "id": len(annotations) + 1,
-                "image_id": image_id,
-                "bbox": box,
-                "area": box[2] * box[3],
-                "category_id": label,
-                "iscrowd": 0,
-            }
-            if with_scores:
-                annotation["score"] = score
-            annotations.append(annotation)
+        # Converted per image in the boxes' own dtype, as torchmetrics does, so the values are identical.
+        xywh = box_convert(torch.as_tensor(item["boxes"]).reshape(-1, 4), "xyxy", "xywh").numpy().tolist()
+        image_ids += [image_id] * len(xywh)
+        boxes += xywh
+        labels += labels_of(item).tolist()
+        if with_scores:
+            scores += scores_of(item).tolist()
+    annotations = [
+        {"id": k, "image_id": i, "bbox": b, "area": b[2] * b[3], "category_id": c, "iscrowd": 0}
+        for k, (i, b, c) in enumerate(zip(image_ids, boxes, labels, strict=True), start=1)
+    ]
+    if with_scores:
+        for annotation, score in zip(annotations, scores, strict=True):
+            annotation["score"] = score
     coco = COCO()
     coco.dataset = {
         "images": [{"id": i} for i in range(len(items))],

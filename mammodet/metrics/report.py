@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Hashable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -104,12 +105,23 @@ def evaluate_detections(
     if not len(preds) == len(targets) == len(groups):
         raise ValueError(f"got {len(preds)} predictions, {len(targets)} targets and {len(groups)} groups")
     class_names = tuple(class_names)
-    coco = mean_average_precision(preds, targets, class_names=class_names)
-    metrics = f1_froc_metrics(class_names, settings.score_threshold, settings.iou_threshold, settings.criterion)
-    for metric in metrics.values():
-        metric.update(preds, targets)
-    f1, froc = metrics["f1"].compute(), metrics["froc"].compute()
     match = settings.iou_threshold, settings.criterion
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        # COCOeval is Python loops and the F1/FROC work below mostly NumPy (which releases the GIL): running them
+        # side by side uses a second core. Nothing below prints: COCOeval's stdout redirection is safe.
+        coco_future = pool.submit(mean_average_precision, preds, targets, class_names=class_names)
+        metrics = f1_froc_metrics(class_names, settings.score_threshold, *match)
+        for metric in metrics.values():
+            metric.update(preds, targets)
+        f1, froc = metrics["f1"].compute(), metrics["froc"].compute()
+        f1_ci = _interval(
+            f1_statistic(preds, targets, "f1_macro", settings.score_threshold, *match, len(class_names)),
+            groups,
+            settings,
+        )
+        froc_ci = _interval(froc_statistic(preds, targets, 1.0, None, *match), groups, settings)
+        matches, lesions = match_predictions(preds, targets, *match), lesion_records(preds, targets, *match)
+        coco = coco_future.result()
     per_class = {}
     for name in class_names:
         counts, curve = f1["per_class"][name], froc["per_class"][name]
@@ -147,12 +159,8 @@ def evaluate_detections(
         "confusion_matrix": {"labels": labels, "counts": f1["confusion_matrix"].tolist()},
         "ci": {
             "map_50": _interval(ap_statistic(preds, targets, 0.5), groups, settings),
-            "f1_macro": _interval(
-                f1_statistic(preds, targets, "f1_macro", settings.score_threshold, *match, len(class_names)),
-                groups,
-                settings,
-            ),
-            "sens_at_1fp": _interval(froc_statistic(preds, targets, 1.0, None, *match), groups, settings),
+            "f1_macro": f1_ci,
+            "sens_at_1fp": froc_ci,
             "confidence": settings.confidence,
             "n_boot": settings.n_boot,
             "seed": settings.seed,
@@ -161,8 +169,8 @@ def evaluate_detections(
     }
     return Evaluation(
         metrics=json_ready(result),
-        matches=match_predictions(preds, targets, *match),
-        lesions=lesion_records(preds, targets, *match),
+        matches=matches,
+        lesions=lesions,
         froc=froc,
         confusion_matrix=f1["confusion_matrix"].numpy(),
     )
