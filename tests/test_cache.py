@@ -64,6 +64,9 @@ def test_cache_gives_the_jpeg_sources_samples(converted: Path, tmp_path: Path) -
             assert a.shape == b.shape and torch.equal(ta["boxes"], tb["boxes"])
             assert (a - b).abs().max() <= tolerance
 
+    # At a size the cache does not hold, ``load`` decodes the input (galleries, prediction).
+    np.testing.assert_array_equal(cache.load(val_records[0]), jpeg.load(val_records[0]))
+
     # Crops at another scale go into the same cache; only their arrays are built.
     n_images = sum(len(load_records(converted / "annotations" / f"{split}.json")) for split in ("train", "val", "test"))
     assert summary.built == n_images + len(train_records)  # whole images at 128, crops at scale 1

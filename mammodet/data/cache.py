@@ -195,7 +195,6 @@ def build_cache(
     records = {split: load_records(Path(image_dir) / "annotations" / f"{split}.json") for split in SPLITS}
     plan = cache_sizes(records, crop_scale, max_side)
     root = str(dicom_root) if dicom_root else None
-    input_source(settings, image_dir, root)  # fails early on a bad setting
     jobs = [(record, sizes, str(out), settings, str(image_dir), root) for record, sizes in plan.values()]
     summary = CacheSummary()
     progress = tqdm(total=len(jobs), desc="cache", unit="img")
@@ -241,7 +240,8 @@ def build_cache(
 class CacheSource:
     """Images from a cache made by ``build_cache``: memory-mapped arrays already at the size a dataset asks
     for (a ``ResizedSource``). ``load`` (the ``ImageSource`` protocol: float32 at the record's size) reads the
-    cache when it holds that size and otherwise decodes the input (galleries, prediction at other sizes)."""
+    cache when it holds that size and otherwise decodes the input (galleries, prediction at other sizes); the
+    input is opened only then, so a cache trains without it."""
 
     def __init__(
         self,
@@ -250,9 +250,9 @@ class CacheSource:
         image_dir: str | os.PathLike,
         dicom_root: str | os.PathLike | None = None,
     ) -> None:
-        self.cache_dir, self.settings = Path(cache_dir), settings
-        self.input = input_source(settings, image_dir, str(dicom_root) if dicom_root else None)
-        self.unit = UNITS[settings.dtype]
+        self.cache_dir, self.settings, self.unit = Path(cache_dir), settings, UNITS[settings.dtype]
+        self.image_dir, self.dicom_root = image_dir, str(dicom_root) if dicom_root else None
+        self._input: ImageSource | None = None
 
     def load_resized(self, record: ImageRecord, size: Size) -> tuple[np.ndarray, float]:
         """The record's stored array at ``size`` (width, height), memory-mapped, and the value of white."""
@@ -265,4 +265,6 @@ class CacheSource:
         if array_path(self.cache_dir, record, size, self.settings).is_file():
             stored, unit = self.load_resized(record, size)
             return stored.astype(np.float32) / unit
-        return self.input.load(record)
+        if self._input is None:
+            self._input = input_source(self.settings, self.image_dir, self.dicom_root)
+        return self._input.load(record)
