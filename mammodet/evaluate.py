@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import hydra
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
 from mammodet.config import CONFIG_DIR
@@ -49,6 +49,19 @@ OUTPUTS = (
     "gallery_missed_lesions.png",
 )
 """Files written to ``out_dir`` (the galleries only when image pixels are available)."""
+
+
+def default_out_dir(ckpt_path: str | None, split: str, log_dir: str, stamp: str) -> str:
+    """Checkpoint mode: ``<run>/evaluate_<split>_<stamp>`` beside the run's ``checkpoints/`` folder (where
+    ``python -m mammodet.report`` finds it); file mode: ``<log_dir>/evaluate/<stamp>``."""
+    if ckpt_path is None:
+        return str(Path(log_dir) / "evaluate" / stamp)
+    folder = Path(ckpt_path).parent
+    run = folder.parent if folder.name == "checkpoints" else folder
+    return str(run / f"evaluate_{split}_{stamp}")
+
+
+OmegaConf.register_new_resolver("evaluate_out_dir", default_out_dir, replace=True)
 
 
 def resolve_device(device: str) -> torch.device:

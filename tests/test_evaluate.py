@@ -135,6 +135,9 @@ def test_file_mode_hand_computed_metrics_and_every_file(tmp_path: Path) -> None:
         {r: 0.75 for r in ("0.125", "0.25", "0.5", "1", "2", "4", "8")}
     )
     assert metrics["froc"]["cpm"] == pytest.approx(0.75)
+    # The curve's corners: A, B, C detected at 0 FPs, then the two FPs (2 per 3 images).
+    assert metrics["froc"]["fps_per_image"] == pytest.approx([0, 0, 0, 0, 2 / 3])
+    assert metrics["froc"]["sensitivity"] == pytest.approx([0, 0.25, 0.5, 0.75, 0.75])
     # mass_high: its one FP per 3 images (0.8) comes before its TP, so 0 below 1/3 FP per image.
     per_class = metrics["froc"]["per_class"]
     assert per_class["mass_high"]["cpm"] == pytest.approx(5 / 7) and per_class["mass_low"]["num_lesions"] == 2
@@ -225,6 +228,12 @@ def test_bad_input_errors_name_the_file(case: str, message: str, tmp_path: Path)
         predictions.write_text("[{")
     with pytest.raises((ValueError, FileNotFoundError), match=re.escape(f"{named}: {message}")):
         evaluate(file_cfg(annotations, predictions, tmp_path / "out"))
+
+
+def test_default_out_dir_is_beside_the_run_or_in_the_log_dir() -> None:
+    ckpt = compose("evaluate", ["ckpt_path=logs/demo/runs/r1/checkpoints/best.ckpt", "split=val"]).out_dir
+    assert re.fullmatch(r"logs/demo/runs/r1/evaluate_val_\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d", ckpt)
+    assert re.fullmatch(r"elsewhere/evaluate/[\d_-]+", compose("evaluate", ["paths.log_dir=elsewhere"]).out_dir)
 
 
 def test_mode_must_be_one_or_the_other(tmp_path: Path) -> None:

@@ -89,6 +89,16 @@ class Evaluation:
     confusion_matrix: np.ndarray
 
 
+def froc_corners(curve: dict[str, Any]) -> dict[str, list[float]]:
+    """A ``froc_curve`` result's curve reduced to where sensitivity rises, plus its last point: a step plot
+    (``where="post"``) of these points is the whole curve. Empty without lesions."""
+    fps, sensitivity = curve["fps_per_image"], curve["sensitivity"]
+    if curve["num_lesions"] == 0:
+        return {"fps_per_image": [], "sensitivity": []}
+    keep = np.union1d(np.flatnonzero(np.r_[True, sensitivity[1:] != sensitivity[:-1]]), [sensitivity.size - 1])
+    return {"fps_per_image": fps[keep].tolist(), "sensitivity": sensitivity[keep].tolist()}
+
+
 def _interval(statistic: Any, groups: Sequence[Hashable], settings: EvalSettings) -> dict[str, float]:
     value, low, high = bootstrap_ci(statistic, groups, settings.n_boot, settings.seed, settings.confidence)
     return {"value": value, "low": low, "high": high}
@@ -147,11 +157,13 @@ def evaluate_detections(
         "froc": {
             "cpm": froc["cpm"],
             "sensitivity_at": {rate_key(r): s for r, s in froc["sensitivity_at"].items()},
+            **froc_corners(froc),
             "per_class": {
                 name: {
                     "cpm": curve["cpm"],
                     "sensitivity_at": {rate_key(r): s for r, s in curve["sensitivity_at"].items()},
                     "num_lesions": curve["num_lesions"],
+                    **froc_corners(curve),
                 }
                 for name, curve in froc["per_class"].items()
             },
