@@ -100,7 +100,7 @@ def _weighted_ap(weights: np.ndarray, tp_image: np.ndarray, fp_counts: np.ndarra
     precision = np.maximum.accumulate(precision[:, ::-1], axis=1)[:, ::-1]
     with np.errstate(invalid="ignore", divide="ignore"):
         recall = tp_sum / num_gt[:, None]
-    first = (recall[:, :, None] < RECALL_THRESHOLDS).sum(axis=1)  # searchsorted(recall, thresholds, "left")
+    first = np.stack([np.searchsorted(row, RECALL_THRESHOLDS, side="left") for row in recall])
     reached = first < tp_image.size
     q = np.where(reached, np.take_along_axis(precision, np.minimum(first, tp_image.size - 1), axis=1), 0.0)
     return np.where(num_gt > 0, q.sum(axis=1) / RECALL_THRESHOLDS.size, ap)
