@@ -11,8 +11,11 @@ import numpy as np
 import pytest
 from pycocotools.coco import COCO
 
+from mammodet.data.annotate import annotate
 from mammodet.data.cbis import load_cbis_ddsm
 from mammodet.data.conversion import ConvertSettings, convert_dataset
+from mammodet.data.dicom import read_dicom
+from mammodet.data.layout import DicomLocator
 from mammodet.data.preprocess import unmap_boxes
 from mammodet.data.synthetic import PLANTED_IDENTIFIERS
 
@@ -115,3 +118,25 @@ def test_no_identifier_reaches_any_output(synthetic_tcia: Path, tmp_path: Path) 
     # The TCIA folder names carry a study date; it must not leak either.
     assert not any(b"07-20-2016" in t for t in texts)
     assert all(n.startswith(("images", "records", "annotations", "conversion_report")) for n in names)
+
+
+def test_synthetic_images_for_real_csv_rows_convert(real_csv_dir: Path, tmp_path: Path) -> None:
+    from mammodet.data.synthetic import SynthSpec, generate
+
+    synth = generate(
+        tmp_path / "synth", SynthSpec(height=256, width=160, layout="tcia"), from_csv_dir=str(real_csv_dir), limit=6
+    )
+    dataset = load_cbis_ddsm(synth / "csv")
+    assert len(dataset.mammograms) == 6
+    real = {m.key: m for m in load_cbis_ddsm(real_csv_dir).mammograms}
+    for mammogram in dataset.mammograms:  # the real paths, UIDs and abnormalities, synthetic pixels
+        assert mammogram.image_paths == real[mammogram.key].image_paths
+        assert len(mammogram.abnormalities) == len(real[mammogram.key].abnormalities)
+    truth = _truth(synth)
+    locator = DicomLocator(synth / "dicom")  # the TCIA layout, matched on the real UIDs' digits
+    for mammogram in dataset.mammograms:
+        image = read_dicom(locator.full_image(mammogram.image_paths[0]))
+        annotations, issues = annotate(mammogram, locator, image.shape)
+        assert not issues
+        found = sorted((a.abnormality_type, a.abnormality_id, a.box) for a in annotations)
+        assert found == sorted(truth[mammogram.key])
