@@ -64,6 +64,9 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     if cfg.get("train", True):
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1})
+        best = trainer.checkpoint_callback
+        if best is not None and best.monitor and best.best_model_score is not None:
+            metrics[best.monitor] = float(best.best_model_score)  # sweepers optimise the best epoch, not the last
     if cfg.get("test", True):
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         if not best:
