@@ -247,7 +247,7 @@ def load_image(path: Path, size: int, gamma: float = 0.8, crop_breast: bool = Tr
 
 
 class DensityDataset(Dataset):
-    """``(image [1, S, S] float 0..1, label, index)`` per record; ``transform`` augments a float 0..1 image."""
+    """``(image [1, S, S] float 0..1, label, index)`` per record; ``transform`` augments the uint8 image."""
 
     def __init__(
         self,
@@ -267,10 +267,10 @@ class DensityDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
         record = self.records[index]
-        image = load_image(record.path, self.size, self.gamma, self.crop_breast).astype(np.float32) / 255
+        image = load_image(record.path, self.size, self.gamma, self.crop_breast)  # uint8: augmented as stored
         if self.transform is not None:
             image, _, _ = self.transform(image, np.zeros((0, 4), np.float32), np.zeros(0, np.int64))
-        return torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None], self.labels[index], index
+        return torch.from_numpy(image.astype(np.float32) / 255)[None], self.labels[index], index
 
 
 def _log_issues(issues: Sequence[DataIssue], shown: int = 10) -> None:
