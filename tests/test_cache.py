@@ -20,8 +20,10 @@ from mammodet.data.detection_dataset import (
     FileSource,
     WholeImageDataset,
     load_records,
+    model_input,
     whole_size,
 )
+from mammodet.data.transforms import Augment
 from mammodet.train import train
 
 HALF_LEVEL_8 = 0.5 / 255 + 1e-6  # uint8 storage of a resized (float) image: at most half a grey level off
@@ -46,15 +48,21 @@ def test_cache_gives_the_jpeg_sources_samples(converted: Path, tmp_path: Path) -
     val_records = load_records(converted / "annotations" / "val.json")
     jpeg, cache = FileSource(converted), CacheSource(cache_dir, CacheSettings(), converted)
 
-    # Training crops at the converted scale: identical pixels, boxes, labels and images drawn.
+    # Training crops at the converted scale, plain and augmented: identical pixels (uint8, as stored), boxes,
+    # labels and images drawn.
     options = {"crop_size": 96, "samples_per_epoch": 40, "positive_fraction": 0.5, "min_visibility": 0.5}
-    for (a, ta), (b, tb) in zip(
-        crops(CropDataset(train_records, jpeg, **options)),
-        crops(CropDataset(train_records, cache, **options)),
-        strict=True,
-    ):
-        assert torch.equal(a, b) and torch.equal(ta["boxes"], tb["boxes"]) and torch.equal(ta["labels"], tb["labels"])
-        assert ta["image_id"] == tb["image_id"]
+    for transform in (None, Augment(hflip=0.5, vflip=0.5, affine=0.5, brightness_contrast=0.5, gamma=0.5)):
+        moved = 0
+        for (a, ta), (b, tb) in zip(
+            crops(CropDataset(train_records, jpeg, **options, transform=transform)),
+            crops(CropDataset(train_records, cache, **options, transform=transform)),
+            strict=True,
+        ):
+            assert a.dtype == b.dtype == torch.uint8 and torch.equal(a, b)
+            assert torch.equal(ta["boxes"], tb["boxes"]) and torch.equal(ta["labels"], tb["labels"])
+            assert ta["image_id"] == tb["image_id"]
+            moved += not torch.equal(ta["boxes"], ta["boxes"].round())  # an affine moved the boxes off the grid
+        assert (moved > 0) == (transform is not None)
 
     # Whole images: the converted size is exact; shrunk to max_side, boxes are exact and pixels within half a level.
     for records, max_side, tolerance in ((train_records, None, 0.0), (val_records, 128, HALF_LEVEL_8)):
@@ -62,7 +70,7 @@ def test_cache_gives_the_jpeg_sources_samples(converted: Path, tmp_path: Path) -
         for index in range(len(records)):
             (a, ta), (b, tb) = expected[index], got[index]
             assert a.shape == b.shape and torch.equal(ta["boxes"], tb["boxes"])
-            assert (a - b).abs().max() <= tolerance
+            assert (model_input(a) - model_input(b)).abs().max() <= tolerance
 
     # At a size the cache does not hold, ``load`` decodes the input (galleries, prediction).
     np.testing.assert_array_equal(cache.load(val_records[0]), jpeg.load(val_records[0]))
@@ -78,7 +86,7 @@ def test_cache_gives_the_jpeg_sources_samples(converted: Path, tmp_path: Path) -
         crops(CropDataset(train_records, cache, **options)),
         strict=True,
     ):
-        assert torch.equal(ta["boxes"], tb["boxes"]) and (a - b).abs().max() <= HALF_LEVEL_8
+        assert torch.equal(ta["boxes"], tb["boxes"]) and (model_input(a) - model_input(b)).abs().max() <= HALF_LEVEL_8
 
     index = json.loads((cache_dir / "index.json").read_text())
     by_key = {image["key"]: image for image in index["images"]}
@@ -100,7 +108,7 @@ def test_uint16_cache_from_dicom_gives_the_dicom_sources_samples(
     for index in range(len(records)):
         (a, ta), (b, tb) = expected[index], got[index]
         assert torch.equal(ta["boxes"], tb["boxes"])
-        assert (a - b).abs().max() <= 0.5 / 65535 + 1e-6
+        assert b.dtype == torch.uint16 and (model_input(a) - model_input(b)).abs().max() <= 0.5 / 65535 + 1e-6
 
 
 def test_build_resumes_and_redoes_only_missing_or_corrupt_arrays(converted: Path, tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ from mammodet.data.detection_dataset import (
     WholeImageDataset,
     crop_boxes,
     load_records,
+    model_input,
 )
 
 
@@ -57,7 +58,7 @@ def test_positive_crops_contain_their_lesion_and_match_pixels(converted: Path) -
     torch.manual_seed(0)
     for index in range(len(dataset)):
         image, target = dataset[index]
-        assert image.shape == (3, 96, 96) and image.dtype == torch.float32
+        assert image.shape == (1, 96, 96) and image.dtype == torch.uint16  # the 16-bit PNG's pixels, as stored
         assert len(target["boxes"]) >= 1  # a positive crop holds at least its lesion
         boxes = target["boxes"]
         assert (boxes[:, 0] >= 0).all() and (boxes[:, 2] <= 96).all() and (boxes[:, 1] >= 0).all()
@@ -85,7 +86,8 @@ def test_dicom_source_gives_the_same_sample_as_the_converted_png(converted: Path
         (a, ta), (b, tb) = png[index], dicom[index]
         assert a.shape == b.shape
         torch.testing.assert_close(ta["boxes"], tb["boxes"])
-        assert (a - b).abs().max() < 1e-4  # 16-bit PNG quantisation only
+        assert (a.dtype, b.dtype) == (torch.uint16, torch.float32)  # as stored: PNG levels, DICOM floats
+        assert (model_input(a) - model_input(b)).abs().max() < 1e-4  # 16-bit PNG quantisation only
 
 
 def test_datamodule_converts_when_missing_and_serves_batches(synthetic_classic: Path, tmp_path: Path) -> None:
@@ -103,7 +105,7 @@ def test_datamodule_converts_when_missing_and_serves_batches(synthetic_classic: 
     dm.prepare_data()
     dm.setup("fit")
     images, targets = next(iter(dm.train_dataloader()))
-    assert len(images) == len(targets) == 4 and images[0].shape == (3, 64, 64)
+    assert len(images) == len(targets) == 4 and images[0].shape == (1, 64, 64) and images[0].dtype == torch.uint8
     images, targets = next(iter(dm.val_dataloader()))
     assert max(images[0].shape[1:]) == 160
     assert {"boxes", "labels", "image_id"} <= set(targets[0])

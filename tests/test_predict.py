@@ -19,6 +19,7 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from mammodet import __version__
 from mammodet.config import compose
 from mammodet.data.datamodule import DetectionDataModule
+from mammodet.data.detection_dataset import model_input
 from mammodet.data.dicom import read_dicom
 from mammodet.data.layout import DicomLocator
 from mammodet.data.preprocess import breast_box
@@ -85,7 +86,7 @@ def test_model_input_is_the_validation_image(detector: Detector, tiny_checkpoint
         if tuple(record.crop_box) != breast_box(read_dicom(path, out_dtype="float32", gamma=0.8)):
             continue
         expected, _ = dataset[index]
-        assert torch.equal(detector.prepare(path).tensor, expected)
+        assert torch.equal(detector.prepare(path).tensor, model_input(expected))
         compared += 1
     assert compared == 4  # every validation mammogram of the synthetic fixture
 

@@ -254,17 +254,16 @@ class CacheSource:
         self.image_dir, self.dicom_root = image_dir, str(dicom_root) if dicom_root else None
         self._input: ImageSource | None = None
 
-    def load_resized(self, record: ImageRecord, size: Size) -> tuple[np.ndarray, float]:
-        """The record's stored array at ``size`` (width, height), memory-mapped, and the value of white."""
+    def load_resized(self, record: ImageRecord, size: Size) -> np.ndarray:
+        """The record's stored array at ``size`` (width, height), memory-mapped (uint8 or uint16)."""
         path = array_path(self.cache_dir, record, size, self.settings)
-        return open_array(path, size, self.settings.dtype), self.unit
+        return open_array(path, size, self.settings.dtype)
 
     def load(self, record: ImageRecord) -> np.ndarray:
         """The record's image as float32 in [0, 1] at its own size."""
         size = (record.width, record.height)
         if array_path(self.cache_dir, record, size, self.settings).is_file():
-            stored, unit = self.load_resized(record, size)
-            return stored.astype(np.float32) / unit
+            return self.load_resized(record, size).astype(np.float32) / self.unit
         if self._input is None:
             self._input = input_source(self.settings, self.image_dir, self.dicom_root)
         return self._input.load(record)

@@ -1,10 +1,15 @@
 """Torch datasets for detection: image sources (converted images or DICOM), whole images and lesion crops.
 
 Records come from the COCO files that ``mammodet.convert`` writes. Every source gives the same image
-geometry (the record's crop box and size), so boxes are shared; a ``ResizedSource`` (the cache of
-``mammodet.data.cache``) holds images already at the sizes the datasets ask for, as integers. Training
+geometry (the record's crop box and size), so boxes are shared; a ``ResizedSource`` (the converted files, the
+cache of ``mammodet.data.cache``) gives images at the sizes the datasets ask for as they are stored. Training
 uses crops at a chosen scale (calcifications are a few pixels wide and vanish when a whole mammogram is
 shrunk); validation and test use whole images so metrics are per mammogram.
+
+Samples keep the stored dtype until they reach the model: a (1, H, W) tensor of uint8 or uint16 (white is the
+dtype's maximum) or float32 in [0, 1]. ``model_input`` makes the float (3, H, W) image on the model's device
+(``FasterRCNNModule.on_after_batch_transfer``): a uint8 crop crosses the DataLoader's worker queue, pinned
+memory and the host-to-device copy at a twelfth of the bytes of a three-channel float32 one.
 """
 
 from __future__ import annotations
@@ -20,10 +25,12 @@ import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+from torchvision.transforms.v2.functional import to_dtype
 
 from mammodet.data.dicom import read_dicom
 from mammodet.data.layout import DicomLocator
 from mammodet.data.preprocess import resize_scale
+from mammodet.data.transforms import torch_rng, white_level
 
 Target = dict[str, Any]
 Transform = Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
@@ -82,20 +89,29 @@ class ImageSource(Protocol):
 
 
 class FileSource:
-    """Converted JPEG (8-bit) or PNG (16-bit) images under ``image_dir``."""
+    """Converted JPEG (8-bit) or PNG (16-bit) images under ``image_dir`` (a ``ResizedSource``)."""
 
     def __init__(self, image_dir: str | os.PathLike) -> None:
         self.image_dir = Path(image_dir)
 
-    def load(self, record: ImageRecord) -> np.ndarray:
+    def read(self, record: ImageRecord) -> np.ndarray:
+        """The file's pixels as stored: uint8 (JPEG) or uint16 (PNG), (height, width)."""
         path = self.image_dir / record.file_name
         image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
         if image is None:
             raise FileNotFoundError(f"{path}: image missing or unreadable; re-run python -m mammodet.convert")
-        if image.ndim == 3:
-            image = image[..., 0]
-        scale = 65535.0 if image.dtype == np.uint16 else 255.0
-        return image.astype(np.float32) / scale
+        return image[..., 0] if image.ndim == 3 else image
+
+    def load(self, record: ImageRecord) -> np.ndarray:
+        image = self.read(record)
+        return image.astype(np.float32) / white_level(image.dtype)
+
+    def load_resized(self, record: ImageRecord, size: tuple[int, int]) -> np.ndarray:
+        """At the file's own size its stored pixels; at another, the float image shrunk with ``INTER_AREA``."""
+        image = self.read(record)
+        if image.shape == (size[1], size[0]):
+            return image
+        return cv2.resize(image.astype(np.float32) / white_level(image.dtype), size, interpolation=cv2.INTER_AREA)
 
 
 class DicomSource:
@@ -116,13 +132,13 @@ class DicomSource:
 
 @runtime_checkable
 class ResizedSource(Protocol):
-    """A source holding images already resized (``mammodet.data.cache.CacheSource``).
+    """A source that gives images at a requested size as stored (``FileSource``, ``mammodet.data.cache.CacheSource``).
 
-    ``load_resized`` gives the record's image at ``size`` (width, height) as stored, uint8 or uint16 and possibly
-    memory-mapped, with the value that maps it to [0, 1]: a training crop then reads and converts only its pixels.
+    ``load_resized`` gives the record's image at ``size`` (width, height): uint8 or uint16 (white is the dtype's
+    maximum, possibly memory-mapped, so a training crop reads only its pixels) or float32 in [0, 1].
     """
 
-    def load_resized(self, record: ImageRecord, size: tuple[int, int]) -> tuple[np.ndarray, float]: ...
+    def load_resized(self, record: ImageRecord, size: tuple[int, int]) -> np.ndarray: ...
 
 
 def scaled_size(width: int, height: int, scale: float) -> tuple[int, int]:
@@ -136,26 +152,34 @@ def whole_size(width: int, height: int, max_side: int | None) -> tuple[int, int]
     return (width, height) if scale == 1.0 else scaled_size(width, height, scale)
 
 
-def load_resized(source: ImageSource, record: ImageRecord, size: tuple[int, int]) -> tuple[np.ndarray, float]:
-    """The record's image at ``size`` (width, height) and the value that maps it to [0, 1]: as stored by a
-    ``ResizedSource``, else loaded as float32 and shrunk with ``INTER_AREA`` (value 1.0)."""
+def load_resized(source: ImageSource, record: ImageRecord, size: tuple[int, int]) -> np.ndarray:
+    """The record's image at ``size`` (width, height): as a ``ResizedSource`` stores it, else loaded as float32
+    and shrunk with ``INTER_AREA``."""
     if isinstance(source, ResizedSource):
         return source.load_resized(record, size)
     image = source.load(record)
     if image.shape != (size[1], size[0]):
         image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-    return image, 1.0
+    return image
 
 
 def to_sample(image: np.ndarray, boxes: np.ndarray, labels: np.ndarray, image_id: int) -> tuple[torch.Tensor, Target]:
-    """A float image (H, W) and its boxes as a torchvision detection sample: (3, H, W) tensor and target."""
-    tensor = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None].expand(3, -1, -1)
+    """An image (H, W) as stored and its boxes as a detection sample: a (1, H, W) tensor of the image's dtype
+    (``model_input`` makes the model's float image) and the target."""
+    tensor = torch.from_numpy(np.ascontiguousarray(image))[None]
     target = {
         "boxes": torch.as_tensor(np.asarray(boxes, dtype=np.float32).reshape(-1, 4)),
         "labels": torch.as_tensor(np.asarray(labels, dtype=np.int64).reshape(-1)),
         "image_id": image_id,
     }
     return tensor, target
+
+
+def model_input(image: torch.Tensor) -> torch.Tensor:
+    """A sample image (1 or 3 channels; uint8, uint16 or float in [0, 1]) as the detector's float32 (3, H, W)
+    image in [0, 1], on the image's device."""
+    image = to_dtype(image, torch.float32, scale=True)
+    return image.expand(3, -1, -1) if image.shape[0] == 1 else image
 
 
 class WholeImageDataset(Dataset):
@@ -176,9 +200,7 @@ class WholeImageDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, Target]:
         record = self.records[index]
         size = whole_size(record.width, record.height, self.max_side)
-        image, unit = load_resized(self.source, record, size)
-        if unit != 1.0:
-            image = image.astype(np.float32) / unit
+        image = load_resized(self.source, record, size)
         sx, sy = size[0] / record.width, size[1] / record.height
         boxes = record.boxes * np.array([sx, sy, sx, sy], dtype=np.float32)
         labels = record.labels
@@ -209,8 +231,8 @@ class CropDataset(Dataset):
 
     Images are first scaled by ``scale`` (1.0: the converted resolution). Lesions partly inside a crop are
     kept (clipped) when at least ``min_visibility`` of their area is visible, and dropped otherwise.
-    ``samples_per_epoch`` crops make an epoch. Randomness comes from torch's generator, so
-    ``seed_everything`` makes runs reproducible and every worker draws differently.
+    ``samples_per_epoch`` crops make an epoch. Crops keep the image's stored dtype. Randomness comes from
+    torch's generator, so ``seed_everything`` makes runs reproducible and every worker draws differently.
     """
 
     def __init__(
@@ -233,32 +255,29 @@ class CropDataset(Dataset):
         return self.samples_per_epoch
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, Target]:
-        rng = np.random.default_rng(int(torch.randint(0, 2**62, ()).item()))
+        rng = torch_rng()
         positive = bool(self.positives) and rng.random() < self.positive_fraction
         record = self.records[int(rng.choice(self.positives)) if positive else int(rng.integers(len(self.records)))]
         w, h = record.width, record.height
         size = scaled_size(w, h, self.scale) if self.scale != 1.0 else (w, h)
-        image, unit = load_resized(self.source, record, size)
+        image = load_resized(self.source, record, size)
         boxes = record.boxes
         if self.scale != 1.0:
             boxes = boxes * np.array([size[0] / w, size[1] / h] * 2, dtype=np.float32)
-        window = self.window(rng, image, boxes[int(rng.integers(len(boxes)))] if positive else None, unit)
-        crop = np.zeros((self.crop_size, self.crop_size), dtype=np.float32)
+        window = self.window(rng, image, boxes[int(rng.integers(len(boxes)))] if positive else None)
+        crop = np.zeros((self.crop_size, self.crop_size), dtype=image.dtype)
         x0, y0, x1, y1 = window
-        patch = image[max(y0, 0) : y1, max(x0, 0) : x1]
+        patch = image[max(y0, 0) : y1, max(x0, 0) : x1]  # of a memory-mapped image, only these pixels are read
         crop[max(0, -y0) : max(0, -y0) + patch.shape[0], max(0, -x0) : max(0, -x0) + patch.shape[1]] = patch
-        if unit != 1.0:  # a stored (integer) image: only the crop is converted
-            crop /= unit
         crop_boxes_, labels = crop_boxes(boxes, record.labels, window, self.min_visibility)
         if self.transform is not None:
             crop, crop_boxes_, labels = self.transform(crop, crop_boxes_, labels)
         return to_sample(crop, crop_boxes_, labels, record.image_id)
 
     def window(
-        self, rng: np.random.Generator, image: np.ndarray, lesion: np.ndarray | None, unit: float = 1.0
+        self, rng: np.random.Generator, image: np.ndarray, lesion: np.ndarray | None
     ) -> tuple[int, int, int, int]:
-        """A crop window (may extend past small images, which are zero-padded) containing ``lesion`` if given;
-        ``unit`` is the value of white in ``image`` (1.0 for float images)."""
+        """A crop window (may extend past small images, which are zero-padded) containing ``lesion`` if given."""
         h, w = image.shape
         size = self.crop_size
 
@@ -270,7 +289,7 @@ class CropDataset(Dataset):
             # A random window; retried a few times to land on tissue rather than on the black background.
             for _ in range(8):
                 x0, y0 = start(0, w - size, w), start(0, h - size, h)
-                if image[y0 : y0 + size, x0 : x0 + size].mean() > 0.1 * unit:
+                if image[y0 : y0 + size, x0 : x0 + size].mean() > 0.1 * white_level(image.dtype):
                     break
             return (x0, y0, x0 + size, y0 + size)
         bx0, by0, bx1, by1 = (float(v) for v in lesion)

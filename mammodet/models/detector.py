@@ -1,7 +1,9 @@
 """``FasterRCNNModule``: train, validate, test and predict with a torchvision Faster R-CNN in Lightning.
 
 Batches follow torchvision (``docs/architecture.md``): ``(images, targets)`` with ``images`` a list of
-``[3, H, W]`` float tensors in 0..1 and ``targets`` a list of ``dict(boxes [N, 4] xyxy, labels [N], ...)``.
+``[3, H, W]`` float tensors in 0..1 and ``targets`` a list of ``dict(boxes [N, 4] xyxy, labels [N], ...)``. The
+datasets' images arrive as stored (``[1, H, W]`` uint8, uint16 or float) and become those float images on the
+device, in ``on_after_batch_transfer`` (``mammodet.data.detection_dataset.model_input``).
 The training step is torchvision's reference loop: the model returns its four losses, their sum is the loss.
 Optimisation is automatic; gradient clipping, precision (``16-mixed``) and ``channels_last`` are set on the
 Trainer by the config.
@@ -25,6 +27,7 @@ from torchmetrics.detection import MeanAveragePrecision
 from torchvision.utils import draw_bounding_boxes
 
 from mammodet.data.classes import LABEL_NAMES, NUM_CLASSES
+from mammodet.data.detection_dataset import model_input
 from mammodet.metrics import FROC, DetectionF1
 from mammodet.metrics.report import f1_froc_metrics, f1_scalars, froc_scalars
 from mammodet.models.builders import build_detector
@@ -267,6 +270,14 @@ class FasterRCNNModule(LightningModule):
         """The torchvision model: predictions in eval mode, the loss dict in train mode (with targets)."""
         return self.model(images, targets)
 
+    def on_after_batch_transfer(self, batch: Batch | list[Tensor], dataloader_idx: int) -> Batch | list[Tensor]:
+        """Images as stored (a twelfth of the bytes for uint8) become float (3, H, W) images here, on the device;
+        ``batch`` is ``(images, targets)`` or, for prediction, a list of images."""
+        if isinstance(batch[0], Tensor):
+            return [model_input(image) for image in batch]
+        images, targets = batch
+        return [model_input(image) for image in images], targets
+
     # ---------------------------------------------------------------- training
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor | None:
@@ -435,7 +446,7 @@ class FasterRCNNModule(LightningModule):
     ) -> list[dict[str, Tensor]]:
         """Predictions ``dict(boxes [M, 4], scores [M], labels [M])`` per image, on the CPU.
 
-        ``batch`` is a list of images or an ``(images, targets)`` pair (targets ignored).
+        ``batch`` is a list of images (as stored or already float) or an ``(images, targets)`` pair (targets ignored).
         """
-        images = batch if isinstance(batch[0], Tensor) else batch[0]
+        images = [model_input(image) for image in (batch if isinstance(batch[0], Tensor) else batch[0])]
         return [{key: value.cpu() for key, value in p.items()} for p in self.model(images)]

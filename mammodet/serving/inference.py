@@ -33,7 +33,7 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from mammodet import __version__
 from mammodet.data.classes import CLASSES, LABEL_NAMES
 from mammodet.data.conversion import ConvertSettings
-from mammodet.data.detection_dataset import to_sample
+from mammodet.data.detection_dataset import model_input, to_sample
 from mammodet.data.dicom import DicomError, read_dicom, read_dicom_header
 from mammodet.data.preprocess import breast_box, crop_and_resize, unmap_boxes
 from mammodet.models import FasterRCNNModule
@@ -278,7 +278,8 @@ class Detector:
         image = load_image(path, self.preprocessing.gamma, self.max_pixels)
         crop_box = breast_box(image) if self.preprocessing.crop_breast else None
         resized, scale = crop_and_resize(image, crop_box, self.preprocessing.max_side)
-        tensor, _ = to_sample(resized, np.zeros((0, 4)), np.zeros(0), 0)  # the evaluation datasets' conversion
+        sample, _ = to_sample(resized, np.zeros((0, 4)), np.zeros(0), 0)  # the evaluation datasets' conversion
+        tensor = model_input(sample)
         return Prepared(image, tensor, crop_box, scale)
 
     def forward(self, images: list[Tensor]) -> list[dict[str, Tensor]]:
