@@ -60,6 +60,7 @@ class DetectionDataModule(L.LightningDataModule):
         num_workers: int = 2,
         pin_memory: bool = True,
         persistent_workers: bool = True,
+        prefetch_factor: int | None = None,
         image_gamma: float = 0.8,
         cache: Mapping[str, Any] | None = None,
     ) -> None:
@@ -91,6 +92,7 @@ class DetectionDataModule(L.LightningDataModule):
         self.max_side, self.augment_options = max_side, augment
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.num_workers, self.pin_memory, self.persistent_workers = num_workers, pin_memory, persistent_workers
+        self.prefetch_factor = prefetch_factor
         self.image_gamma = image_gamma
         self.records: dict[str, list[ImageRecord]] = {}
 
@@ -151,6 +153,7 @@ class DetectionDataModule(L.LightningDataModule):
             num_workers=workers,
             pin_memory=self.pin_memory and torch.cuda.is_available(),
             persistent_workers=self.persistent_workers and workers > 0,
+            prefetch_factor=self.prefetch_factor if workers > 0 else None,
             collate_fn=collate,
         )
 
