@@ -36,7 +36,7 @@ def intensity(image: np.ndarray, alpha: float, beta: float, gamma: float) -> np.
     if image.dtype.kind in "ui":
         levels = np.arange(int(white) + 1, dtype=np.float64) / white
         table = np.rint(np.clip(alpha * levels + beta, 0.0, 1.0) ** gamma * white).astype(image.dtype)
-        return cv2.LUT(image, table) if image.dtype == np.uint8 else table[image]
+        return cv2.LUT(image, table) if image.dtype == np.uint8 else np.take(table, image)
     out = image * np.float32(alpha)
     out += np.float32(beta)
     np.clip(out, 0.0, 1.0, out=out)
