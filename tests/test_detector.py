@@ -20,7 +20,7 @@ from torchmetrics.detection import MeanAveragePrecision
 
 from mammodet.models import FasterRCNNModule, builders
 from mammodet.models.builders import build_detector
-from mammodet.models.detector import map_log_values
+from mammodet.models.detector import draw_detections, map_log_values
 from mammodet.models.optim import lr_factor
 from mammodet.models.roi_stats import fast_rcnn_accuracy
 
@@ -283,3 +283,14 @@ def test_fast_rcnn_accuracy_matches_detectron2_definition() -> None:
     assert accuracy["fg_cls_accuracy"] == pytest.approx(1 / 3)
     assert accuracy["false_negative"] == pytest.approx(1 / 3)
     assert set(fast_rcnn_accuracy(logits[:1], labels[:1])) == {"cls_accuracy"}
+
+
+def test_draw_detections_reads_stored_and_float_images_alike() -> None:
+    stored = torch.full((1, 20, 30), 200, dtype=torch.uint8)
+    target = {"boxes": torch.tensor([[2.0, 2.0, 12.0, 12.0]]), "labels": torch.tensor([1])}
+    empty = {"boxes": torch.zeros(0, 4), "scores": torch.zeros(0), "labels": torch.zeros(0, dtype=torch.int64)}
+    drawn = draw_detections(stored, empty, target)
+    assert drawn.shape == (3, 20, 30) and drawn.dtype == torch.uint8
+    assert torch.equal(drawn, draw_detections(stored.float() / 255, empty, target))
+    assert drawn[:, 15:, 15:].eq(200).all()  # away from the box: the grey level itself, in every channel
+    assert not drawn[:, 2, 2:12].eq(200).all()  # the ground-truth box is drawn

@@ -166,7 +166,7 @@ def load_resized(source: ImageSource, record: ImageRecord, size: tuple[int, int]
 def to_sample(image: np.ndarray, boxes: np.ndarray, labels: np.ndarray, image_id: int) -> tuple[torch.Tensor, Target]:
     """An image (H, W) as stored and its boxes as a detection sample: a (1, H, W) tensor of the image's dtype
     (``model_input`` makes the model's float image) and the target."""
-    tensor = torch.from_numpy(np.ascontiguousarray(image))[None]
+    tensor = torch.from_numpy(np.require(image, requirements=["C", "W"]))[None]  # copies a read-only memory map
     target = {
         "boxes": torch.as_tensor(np.asarray(boxes, dtype=np.float32).reshape(-1, 4)),
         "labels": torch.as_tensor(np.asarray(labels, dtype=np.int64).reshape(-1)),

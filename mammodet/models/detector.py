@@ -3,7 +3,7 @@
 Batches follow torchvision (``docs/architecture.md``): ``(images, targets)`` with ``images`` a list of
 ``[3, H, W]`` float tensors in 0..1 and ``targets`` a list of ``dict(boxes [N, 4] xyxy, labels [N], ...)``. The
 datasets' images arrive as stored (``[1, H, W]`` uint8, uint16 or float) and become those float images on the
-device, in ``on_after_batch_transfer`` (``mammodet.data.detection_dataset.model_input``).
+device, in ``forward`` (``mammodet.data.detection_dataset.model_input``).
 The training step is torchvision's reference loop: the model returns its four losses, their sum is the loss.
 Optimisation is automatic; gradient clipping, precision (``16-mixed``) and ``channels_last`` are set on the
 Trainer by the config.
@@ -107,9 +107,9 @@ def draw_detections(
     target: dict[str, Any],
     score_thresh: float = DRAW_SCORE_THRESH,
 ) -> Tensor:
-    """``image`` as uint8 ``[3, H, W]`` with ground-truth boxes in green, predictions (``score >= score_thresh``)
-    in red, each labelled with its class (and score)."""
-    canvas = (image.detach().float().clamp(0, 1) * 255).to(torch.uint8).cpu()
+    """``image`` (as stored or float, see ``model_input``) as uint8 ``[3, H, W]`` with ground-truth boxes in green,
+    predictions (``score >= score_thresh``) in red, each labelled with its class (and score)."""
+    canvas = (model_input(image.detach()).clamp(0, 1) * 255).round().to(torch.uint8).cpu()
     gt_boxes = target["boxes"].detach().float().cpu()
     if len(gt_boxes):
         names = [LABEL_NAMES.get(label, str(label)) for label in target["labels"].tolist()]
@@ -267,23 +267,19 @@ class FasterRCNNModule(LightningModule):
     def forward(
         self, images: list[Tensor], targets: list[dict[str, Any]] | None = None
     ) -> list[dict[str, Tensor]] | dict[str, Tensor]:
-        """The torchvision model: predictions in eval mode, the loss dict in train mode (with targets)."""
-        return self.model(images, targets)
+        """The torchvision model: predictions in eval mode, the loss dict in train mode (with targets).
 
-    def on_after_batch_transfer(self, batch: Batch | list[Tensor], dataloader_idx: int) -> Batch | list[Tensor]:
-        """Images as stored (a twelfth of the bytes for uint8) become float (3, H, W) images here, on the device;
-        ``batch`` is ``(images, targets)`` or, for prediction, a list of images."""
-        if isinstance(batch[0], Tensor):
-            return [model_input(image) for image in batch]
-        images, targets = batch
-        return [model_input(image) for image in images], targets
+        ``images`` come as the datasets store them (``[1, H, W]`` uint8 or uint16, a twelfth of the bytes of a
+        three-channel float image for uint8, all the way to the device) or as float images; ``model_input`` makes
+        the float ``[3, H, W]`` images here, on the device."""
+        return self.model([model_input(image) for image in images], targets)
 
     # ---------------------------------------------------------------- training
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor | None:
         """Sum torchvision's four losses; skip the step (return None) when the sum is not finite."""
         images, targets = batch
-        loss_dict = self.model(images, targets)
+        loss_dict = self(images, targets)
         loss = sum(loss_dict.values())
         accuracy = self.roi_samples.accuracy()
         batch_size = len(images)
@@ -409,7 +405,7 @@ class FasterRCNNModule(LightningModule):
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         """Predict whole images, update the metrics, and draw the first batch to TensorBoard."""
         images, targets = batch
-        predictions = self.model(images)
+        predictions = self(images)
         self._update_eval_metrics(self.val_metrics, predictions, targets)
         if batch_idx == 0 and not self.trainer.sanity_checking:
             self._log_images(images, predictions, targets)
@@ -422,7 +418,7 @@ class FasterRCNNModule(LightningModule):
     def test_step(self, batch: Batch, batch_idx: int) -> None:
         """Predict whole images and update the test metrics."""
         images, targets = batch
-        self._update_eval_metrics(self.test_metrics, self.model(images), targets)
+        self._update_eval_metrics(self.test_metrics, self(images), targets)
 
     def on_test_epoch_end(self) -> None:
         """Log the ``test/...`` metrics."""
@@ -448,5 +444,5 @@ class FasterRCNNModule(LightningModule):
 
         ``batch`` is a list of images (as stored or already float) or an ``(images, targets)`` pair (targets ignored).
         """
-        images = [model_input(image) for image in (batch if isinstance(batch[0], Tensor) else batch[0])]
-        return [{key: value.cpu() for key, value in p.items()} for p in self.model(images)]
+        images = batch if isinstance(batch[0], Tensor) else batch[0]
+        return [{key: value.cpu() for key, value in p.items()} for p in self(images)]
