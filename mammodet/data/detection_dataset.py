@@ -8,8 +8,8 @@ shrunk); validation and test use whole images so metrics are per mammogram.
 
 Samples keep the stored dtype until they reach the model: a (1, H, W) tensor of uint8 or uint16 (white is the
 dtype's maximum) or float32 in [0, 1]. ``model_input`` makes the float (3, H, W) image on the model's device
-(``FasterRCNNModule.on_after_batch_transfer``): a uint8 crop crosses the DataLoader's worker queue, pinned
-memory and the host-to-device copy at a twelfth of the bytes of a three-channel float32 one.
+(``FasterRCNNModule.forward``), so a uint8 crop crosses the DataLoader's worker queue in a quarter of the bytes
+of a float32 one, and pinning and the host-to-device copy in a twelfth of a three-channel float32 one.
 """
 
 from __future__ import annotations

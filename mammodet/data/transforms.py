@@ -91,10 +91,10 @@ class Augment:
         self.min_visibility = min_visibility
 
     def __call__(
-        self, image: np.ndarray, boxes: np.ndarray, labels: np.ndarray, rng: np.random.Generator | None = None
+        self, image: np.ndarray, boxes: np.ndarray, labels: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Augment a 2-D image and its boxes (xyxy, pixel edges); ``rng`` defaults to ``torch_rng()``."""
-        rng = torch_rng() if rng is None else rng
+        """Augment a 2-D image and its boxes (xyxy, pixel edges), drawing from ``torch_rng()``."""
+        rng = torch_rng()
         boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
         labels = np.asarray(labels, dtype=np.int64).reshape(-1)
         height, width = image.shape
