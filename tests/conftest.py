@@ -6,15 +6,13 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-REAL_CSV_DIR = REPO.parent / "shared" / "cbis-ddsm-csv"
+REAL_CSV_DIR = Path(__file__).resolve().parent / "data" / "cbis-ddsm-csv"
+"""The real CBIS-DDSM case-description CSVs (TCIA, CC BY 3.0), vendored with the tests."""
 
 
 @pytest.fixture(scope="session")
 def real_csv_dir() -> Path:
-    """The real CBIS-DDSM case-description CSVs (../shared/cbis-ddsm-csv beside the checkout)."""
-    if not REAL_CSV_DIR.is_dir():
-        pytest.fail(f"{REAL_CSV_DIR} is missing: the real CBIS-DDSM CSVs must sit beside the checkout")
+    """The real CBIS-DDSM case-description CSVs, ``tests/data/cbis-ddsm-csv``."""
     return REAL_CSV_DIR
 
 
