@@ -7,8 +7,10 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
-"""The repository's ``conf/`` folder (mammodet is installed editable, next to it)."""
+_PACKAGE = Path(__file__).resolve().parent
+CONFIG_DIR = str(_PACKAGE / "conf" if (_PACKAGE / "conf").is_dir() else _PACKAGE.parent / "conf")
+"""The Hydra configs: ``mammodet/conf`` in an installed wheel, the repository's ``conf/`` in a checkout (the
+editable install maps ``mammodet.conf`` there, so there is one copy)."""
 
 
 def compose(config_name: str = "train", overrides: Sequence[str] = ()) -> DictConfig:

@@ -19,6 +19,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from mammodet.config import CONFIG_DIR
+from mammodet.run_logging import route_run_logs
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
 
     datamodule: L.LightningDataModule = hydra.utils.instantiate(cfg.data)
+    datamodule.check_inputs()  # a missing path fails now, naming its key, not after the model is built
     model: L.LightningModule = hydra.utils.instantiate(cfg.model)
     callbacks = instantiate_all(cfg.get("callbacks"))
     loggers = instantiate_all(cfg.get("logger"))
@@ -76,6 +78,8 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         test_metrics["checkpoint"] = best
         if trainer.is_global_zero:
             (output_dir / "test_metrics.json").write_text(json.dumps(test_metrics, indent=2))
+            shown = ", ".join(f"{k} {test_metrics[k]:.3f}" for k in ("map_50", "map", "f1_macro") if k in test_metrics)
+            log.info(f"test: {shown} (every value in {output_dir / 'test_metrics.json'})")
         metrics.update({f"test/{k}": v for k, v in test_metrics.items() if isinstance(v, float)})
     return metrics, {"cfg": cfg, "datamodule": datamodule, "model": model, "trainer": trainer}
 
@@ -83,12 +87,14 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
     """Train; return ``optimized_metric`` for sweepers."""
+    route_run_logs()
     metrics, _ = train(cfg)
     name = cfg.get("optimized_metric")
     if not name:
         return None
-    if name not in metrics:
-        raise KeyError(f"optimized_metric {name!r} was not logged; logged: {sorted(metrics)}")
+    if name not in metrics:  # e.g. a run shorter than the validation interval: not an error
+        log.warning("optimized_metric %r was not logged (no validation ran?); returning None to the sweeper", name)
+        return None
     return metrics[name]
 
 

@@ -8,6 +8,7 @@ pixels come from: ``jpeg`` (the converted images), ``dicom`` (decoded on the fly
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,8 @@ from mammodet.data.synthetic import SynthSpec, generate
 from mammodet.data.transforms import Augment
 
 SOURCES = ("jpeg", "dicom", "cache")
+
+log = logging.getLogger(__name__)
 
 
 class DetectionDataModule(L.LightningDataModule):
@@ -73,8 +76,13 @@ class DetectionDataModule(L.LightningDataModule):
             raise ValueError(f"unknown data.train_mode {train_mode!r}; choose 'crops' or 'whole'")
         if source == "dicom" and not dicom_root:
             raise ValueError("data.source=dicom needs data.dicom_root")
+        if not image_dir:
+            raise ValueError(
+                "data.image_dir is not set: the folder of converted images (made there from data.csv_dir and "
+                "data.dicom_root when missing); run experiment=demo for synthetic data"
+            )
         cache_options = dict(cache or {})
-        self.cache_dir = Path(cache_options.pop("dir", Path(image_dir) / "cache"))
+        self.cache_dir = Path(cache_options.pop("dir", None) or Path(image_dir) / "cache")
         self.cache_workers = cache_options.pop("workers", 0)
         self.cache_settings = CacheSettings(gamma=image_gamma, **cache_options)
         if source == "cache" and self.cache_settings.input == "dicom" and not dicom_root:
@@ -96,27 +104,54 @@ class DetectionDataModule(L.LightningDataModule):
         self.image_gamma = image_gamma
         self.records: dict[str, list[ImageRecord]] = {}
 
+    def check_inputs(self) -> None:
+        """Fail at once, naming the config key and the path, when the data this run needs is not there.
+
+        Synthetic data is made only when ``synthesize`` is set (the demo). Otherwise a conversion in
+        ``image_dir`` is used as it is, or made from ``csv_dir`` + ``dicom_root``; sources that decode DICOM need
+        ``dicom_root``.
+        """
+        if self.synthesize is not None:
+            return
+        converted = (self.image_dir / "annotations" / "train.json").exists()
+        needed = {"data.dicom_root": self.dicom_root} if self._reads_dicom() else {}
+        if not converted:
+            needed = {"data.csv_dir": self.csv_dir, "data.dicom_root": self.dicom_root}
+        for key, path in needed.items():
+            if not path:
+                raise FileNotFoundError(
+                    f"{key} is not set and {self.image_dir}/annotations/train.json does not exist: pass the "
+                    "CBIS-DDSM paths (README, CBIS-DDSM) or run experiment=demo for synthetic data"
+                )
+            if not Path(path).exists():
+                raise FileNotFoundError(f"{key}={path} does not exist (relative paths start at {Path.cwd()})")
+
+    def _reads_dicom(self) -> bool:
+        return self.source_name == "dicom" or (self.source_name == "cache" and self.cache_settings.input == "dicom")
+
     def prepare_data(self) -> None:
-        """Generate the synthetic dataset, convert it and build the cache (``source=cache``) where their outputs
-        are missing (runs once per node)."""
+        """Generate the synthetic dataset (only when ``synthesize`` is set), convert it and build the cache
+        (``source=cache``) where their outputs are missing (runs once per node)."""
+        self.check_inputs()
         if self.synthesize is not None and self.csv_dir and not Path(self.csv_dir).exists():
             options = dict(self.synthesize)
             out_dir, workers = options.pop("out_dir"), options.pop("workers", 0)
             generate(out_dir, SynthSpec(**options), workers=workers)
+            log.info(f"synthetic CBIS-DDSM written to {out_dir} (data.synthesize)")
         if not (self.image_dir / "annotations" / "train.json").exists():
-            if not (self.csv_dir and self.dicom_root):
-                raise FileNotFoundError(
-                    f"{self.image_dir}/annotations/train.json not found and data.csv_dir/data.dicom_root not set"
-                )
             options = dict(self.convert_options)
             workers = options.pop("workers", 0)
-            write_images = self.source_name == "jpeg" or (
-                self.source_name == "cache" and self.cache_settings.input == "jpeg"
-            )
+            write_images = not self._reads_dicom()
             settings = ConvertSettings(
                 mass_rule=self.mass_rule, gamma=self.image_gamma, write_images=write_images, **options
             )
-            convert_dataset(self.dicom_root, self.csv_dir, self.image_dir, settings, self.split_options, workers)
+            summary = convert_dataset(
+                self.dicom_root, self.csv_dir, self.image_dir, settings, self.split_options, workers
+            )
+            log.info(
+                f"converted {summary.converted} mammograms ({summary.resumed} already done) into {self.image_dir}: "
+                f"{summary.images_per_split} per split, {len(summary.skipped)} skipped (conversion_report.json)"
+            )
         if self.source_name == "cache":  # resumes: only missing arrays are made
             build_cache(
                 self.image_dir,

@@ -335,8 +335,20 @@ class DensityDataModule(L.LightningDataModule):
         self.splits: dict[str, list[DensityRecord]] = {}
         self.issues: list[DataIssue] = []
 
+    def check_inputs(self) -> None:
+        """Fail at once, naming the config key and the path, when the labels or images are not there (synthetic
+        data is made only when ``synthesize`` is set)."""
+        hp = self.hparams
+        if hp.synthesize is not None:
+            return
+        paths = {"data.csv_path": hp.csv_path} | ({"data.image_root": hp.image_root} if hp.image_root else {})
+        for key, path in paths.items():
+            if not Path(path).exists():
+                raise FileNotFoundError(f"{key}={path} does not exist (relative paths start at {Path.cwd()})")
+
     def prepare_data(self) -> None:
         """Generate the synthetic density dataset when ``synthesize`` is set and the CSV is missing."""
+        self.check_inputs()
         if self.hparams.synthesize is not None and not Path(self.hparams.csv_path).exists():
             from mammodet.data.density_synthetic import generate
 

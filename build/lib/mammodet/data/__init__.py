@@ -1,0 +1,1 @@
+"""Reading CBIS-DDSM, decoding DICOM, labels, splits, COCO export and datasets."""

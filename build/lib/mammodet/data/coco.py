@@ -1,0 +1,74 @@
+"""COCO detection files built from converted mammograms.
+
+Each image entry carries ``patient_id`` (the CBIS-DDSM pseudonym), ``laterality``, ``view``, the
+``crop_box`` ``[x0, y0, x1, y1]`` in source pixels it was cut from and the ``source_width``/``source_height``
+of the DICOM, so every box maps back to the DICOM with ``mammodet.data.preprocess.unmap_boxes``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from mammodet.data.classes import CLASSES
+
+CATEGORIES = [{"id": i + 1, "name": name, "supercategory": "lesion"} for i, name in enumerate(CLASSES)]
+
+
+def build_coco(records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """A COCO dict from conversion records (see ``mammodet.data.conversion``), images in key order."""
+    images, annotations = [], []
+    for image_id, record in enumerate(sorted(records, key=lambda r: r["key"]), start=1):
+        images.append(
+            {
+                "id": image_id,
+                "file_name": record["file_name"],
+                "width": record["width"],
+                "height": record["height"],
+                "key": record["key"],
+                "patient_id": record["patient_id"],
+                "laterality": record["laterality"],
+                "view": record["view"],
+                "density": record["density"],
+                "crop_box": record["crop_box"],
+                "source_width": record["source_width"],
+                "source_height": record["source_height"],
+                "image_file_path": record["image_file_path"],
+            }
+        )
+        for lesion in record["annotations"]:
+            x0, y0, x1, y1 = lesion["box"]
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image_id,
+                    "category_id": lesion["label"],
+                    "bbox": [x0, y0, x1 - x0, y1 - y0],
+                    "area": (x1 - x0) * (y1 - y0),
+                    "iscrowd": 0,
+                    "abnormality_id": lesion["abnormality_id"],
+                    "abnormality_type": lesion["abnormality_type"],
+                    "pathology": lesion["pathology"],
+                    "assessment": lesion["assessment"],
+                    "subtlety": lesion["subtlety"],
+                }
+            )
+    return {
+        "info": {"description": "CBIS-DDSM lesions converted by mammodet", "version": "1"},
+        "licenses": [],
+        "images": images,
+        "annotations": annotations,
+        "categories": CATEGORIES,
+    }
+
+
+def write_json_atomic(data: Any, path: str | os.PathLike) -> None:
+    """Write JSON through a temporary file and a rename, so a crash never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)

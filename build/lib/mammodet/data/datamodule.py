@@ -1,0 +1,221 @@
+"""``DetectionDataModule``: CBIS-DDSM (or its synthetic copy) as training crops and whole-image evaluation.
+
+``prepare_data`` makes what is missing, once: the synthetic dataset (when ``synthesize`` is set and the
+CSV folder does not exist) and the conversion (COCO files under ``image_dir``). ``source`` picks where
+pixels come from: ``jpeg`` (the converted images), ``dicom`` (decoded on the fly, same samples and boxes) or
+``cache`` (arrays pre-cropped and pre-resized once from either, ``mammodet.data.cache``; same boxes).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+
+from mammodet.data.cache import CacheSettings, CacheSource, build_cache
+from mammodet.data.conversion import ConvertSettings, convert_dataset
+from mammodet.data.detection_dataset import (
+    CropDataset,
+    DicomSource,
+    FileSource,
+    ImageRecord,
+    ImageSource,
+    WholeImageDataset,
+    collate,
+    load_records,
+)
+from mammodet.data.synthetic import SynthSpec, generate
+from mammodet.data.transforms import Augment
+
+SOURCES = ("jpeg", "dicom", "cache")
+
+log = logging.getLogger(__name__)
+
+
+class DetectionDataModule(L.LightningDataModule):
+    """Training crops (or whole images) and whole-image validation/test from converted CBIS-DDSM."""
+
+    def __init__(
+        self,
+        image_dir: str,
+        csv_dir: str | None = None,
+        dicom_root: str | None = None,
+        source: str = "jpeg",
+        mass_rule: str = "birads4",
+        split: Mapping[str, Any] | None = None,
+        convert: Mapping[str, Any] | None = None,
+        synthesize: Mapping[str, Any] | None = None,
+        train_mode: str = "crops",
+        crop_size: int = 512,
+        crop_scale: float = 1.0,
+        positive_fraction: float = 0.7,
+        min_visibility: float = 0.5,
+        crops_per_epoch: int = 512,
+        max_side: int | None = 1333,
+        augment: Mapping[str, Any] | None = None,
+        batch_size: int = 4,
+        eval_batch_size: int = 2,
+        num_workers: int = 2,
+        pin_memory: bool = True,
+        persistent_workers: bool = True,
+        prefetch_factor: int | None = None,
+        image_gamma: float = 0.8,
+        cache: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        # Stored in checkpoints (plain types), so prediction repeats the evaluation preprocessing exactly.
+        self.save_hyperparameters()
+        if source not in SOURCES:
+            raise ValueError(f"unknown data.source {source!r}; choose one of {SOURCES}")
+        if train_mode not in ("crops", "whole"):
+            raise ValueError(f"unknown data.train_mode {train_mode!r}; choose 'crops' or 'whole'")
+        if source == "dicom" and not dicom_root:
+            raise ValueError("data.source=dicom needs data.dicom_root")
+        if not image_dir:
+            raise ValueError(
+                "data.image_dir is not set: the folder of converted images (made there from data.csv_dir and "
+                "data.dicom_root when missing); run experiment=demo for synthetic data"
+            )
+        cache_options = dict(cache or {})
+        self.cache_dir = Path(cache_options.pop("dir", None) or Path(image_dir) / "cache")
+        self.cache_workers = cache_options.pop("workers", 0)
+        self.cache_settings = CacheSettings(gamma=image_gamma, **cache_options)
+        if source == "cache" and self.cache_settings.input == "dicom" and not dicom_root:
+            raise ValueError("data.source=cache with data.cache.input=dicom needs data.dicom_root")
+        self.image_dir = Path(image_dir)
+        self.csv_dir, self.dicom_root, self.source_name = csv_dir, dicom_root, source
+        self.mass_rule, self.split_options = mass_rule, dict(split or {})
+        self.convert_options, self.synthesize = dict(convert or {}), dict(synthesize) if synthesize else None
+        self.train_mode, self.crop_size, self.crop_scale = train_mode, crop_size, crop_scale
+        self.positive_fraction, self.min_visibility, self.crops_per_epoch = (
+            positive_fraction,
+            min_visibility,
+            crops_per_epoch,
+        )
+        self.max_side, self.augment_options = max_side, augment
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
+        self.num_workers, self.pin_memory, self.persistent_workers = num_workers, pin_memory, persistent_workers
+        self.prefetch_factor = prefetch_factor
+        self.image_gamma = image_gamma
+        self.records: dict[str, list[ImageRecord]] = {}
+
+    def check_inputs(self) -> None:
+        """Fail at once, naming the config key and the path, when the data this run needs is not there.
+
+        Synthetic data is made only when ``synthesize`` is set (the demo). Otherwise a conversion in
+        ``image_dir`` is used as it is, or made from ``csv_dir`` + ``dicom_root``; sources that decode DICOM need
+        ``dicom_root``.
+        """
+        if self.synthesize is not None:
+            return
+        converted = (self.image_dir / "annotations" / "train.json").exists()
+        needed = {"data.dicom_root": self.dicom_root} if self._reads_dicom() else {}
+        if not converted:
+            needed = {"data.csv_dir": self.csv_dir, "data.dicom_root": self.dicom_root}
+        for key, path in needed.items():
+            if not path:
+                raise FileNotFoundError(
+                    f"{key} is not set and {self.image_dir}/annotations/train.json does not exist: pass the "
+                    "CBIS-DDSM paths (README, CBIS-DDSM) or run experiment=demo for synthetic data"
+                )
+            if not Path(path).exists():
+                raise FileNotFoundError(f"{key}={path} does not exist (relative paths start at {Path.cwd()})")
+
+    def _reads_dicom(self) -> bool:
+        return self.source_name == "dicom" or (self.source_name == "cache" and self.cache_settings.input == "dicom")
+
+    def prepare_data(self) -> None:
+        """Generate the synthetic dataset (only when ``synthesize`` is set), convert it and build the cache
+        (``source=cache``) where their outputs are missing (runs once per node)."""
+        self.check_inputs()
+        if self.synthesize is not None and self.csv_dir and not Path(self.csv_dir).exists():
+            options = dict(self.synthesize)
+            out_dir, workers = options.pop("out_dir"), options.pop("workers", 0)
+            generate(out_dir, SynthSpec(**options), workers=workers)
+            log.info(f"synthetic CBIS-DDSM written to {out_dir} (data.synthesize)")
+        if not (self.image_dir / "annotations" / "train.json").exists():
+            options = dict(self.convert_options)
+            workers = options.pop("workers", 0)
+            write_images = not self._reads_dicom()
+            settings = ConvertSettings(
+                mass_rule=self.mass_rule, gamma=self.image_gamma, write_images=write_images, **options
+            )
+            summary = convert_dataset(
+                self.dicom_root, self.csv_dir, self.image_dir, settings, self.split_options, workers
+            )
+            log.info(
+                f"converted {summary.converted} mammograms ({summary.resumed} already done) into {self.image_dir}: "
+                f"{summary.images_per_split} per split, {len(summary.skipped)} skipped (conversion_report.json)"
+            )
+        if self.source_name == "cache":  # resumes: only missing arrays are made
+            build_cache(
+                self.image_dir,
+                self.cache_dir,
+                self.cache_settings,
+                crop_scale=self.crop_scale if self.train_mode == "crops" else None,
+                max_side=self.max_side,
+                dicom_root=self.dicom_root,
+                workers=self.cache_workers,
+            )
+
+    def _source(self) -> ImageSource:
+        if self.source_name == "dicom":
+            return DicomSource(self.dicom_root, self.image_gamma)
+        if self.source_name == "cache":
+            return CacheSource(self.cache_dir, self.cache_settings, self.image_dir, self.dicom_root)
+        return FileSource(self.image_dir)
+
+    def setup(self, stage: str | None = None) -> None:
+        """Read the COCO records of every split."""
+        for split in ("train", "val", "test"):
+            if split not in self.records:
+                self.records[split] = load_records(self.image_dir / "annotations" / f"{split}.json")
+        for split in ("train", "val"):
+            if not self.records[split]:
+                raise ValueError(f"{self.image_dir}/annotations/{split}.json holds no image")
+
+    def _loader(self, dataset: Any, batch_size: int, shuffle: bool) -> DataLoader:
+        workers = self.num_workers
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            num_workers=workers,
+            pin_memory=self.pin_memory and torch.cuda.is_available(),
+            persistent_workers=self.persistent_workers and workers > 0,
+            prefetch_factor=self.prefetch_factor if workers > 0 else None,
+            collate_fn=collate,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        options = dict(self.augment_options or {})
+        transform = Augment(min_visibility=self.min_visibility, **options) if options.pop("enabled", True) else None
+        if self.train_mode == "whole":
+            dataset = WholeImageDataset(self.records["train"], self._source(), self.max_side, transform)
+            return self._loader(dataset, self.batch_size, shuffle=True)
+        dataset = CropDataset(
+            self.records["train"],
+            self._source(),
+            crop_size=self.crop_size,
+            samples_per_epoch=self.crops_per_epoch,
+            scale=self.crop_scale,
+            positive_fraction=self.positive_fraction,
+            min_visibility=self.min_visibility,
+            transform=transform,
+        )
+        return self._loader(dataset, self.batch_size, shuffle=False)
+
+    def eval_dataset(self, split: str) -> WholeImageDataset:
+        """Whole images of a split, as validation, test and prediction score them."""
+        return WholeImageDataset(self.records[split], self._source(), self.max_side)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.eval_dataset("val"), self.eval_batch_size, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.eval_dataset("test"), self.eval_batch_size, shuffle=False)

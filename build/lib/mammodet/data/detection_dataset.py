@@ -1,0 +1,312 @@
+"""Torch datasets for detection: image sources (converted images or DICOM), whole images and lesion crops.
+
+Records come from the COCO files that ``mammodet.convert`` writes. Every source gives the same image
+geometry (the record's crop box and size), so boxes are shared; a ``ResizedSource`` (the converted files, the
+cache of ``mammodet.data.cache``) gives images at the sizes the datasets ask for as they are stored. Training
+uses crops at a chosen scale (calcifications are a few pixels wide and vanish when a whole mammogram is
+shrunk); validation and test use whole images so metrics are per mammogram.
+
+Samples keep the stored dtype until they reach the model: a (1, H, W) tensor of uint8 or uint16 (white is the
+dtype's maximum) or float32 in [0, 1]. ``model_input`` makes the float (3, H, W) image on the model's device
+(``FasterRCNNModule.forward``), so a uint8 crop crosses the DataLoader's worker queue in a quarter of the bytes
+of a float32 one, and pinning and the host-to-device copy in a twelfth of a three-channel float32 one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+from torchvision.transforms.v2.functional import to_dtype
+
+from mammodet.data.dicom import read_dicom
+from mammodet.data.layout import DicomLocator
+from mammodet.data.preprocess import resize_scale
+from mammodet.data.transforms import torch_rng, white_level
+
+Target = dict[str, Any]
+Transform = Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One converted mammogram: where its pixels come from and its boxes in its own pixel grid."""
+
+    image_id: int
+    key: str
+    file_name: str
+    width: int
+    height: int
+    crop_box: tuple[int, int, int, int]
+    image_file_path: str
+    patient_id: str
+    boxes: np.ndarray  # (N, 4) float32, xyxy
+    labels: np.ndarray  # (N,) int64
+
+
+def load_records(coco_json: str | os.PathLike) -> list[ImageRecord]:
+    """Records of a COCO file written by ``mammodet.convert``, in image-id order."""
+    path = Path(coco_json)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: COCO annotations not found; run python -m mammodet.convert first")
+    coco = json.loads(path.read_text())
+    by_image: dict[int, list[dict]] = {}
+    for annotation in coco["annotations"]:
+        by_image.setdefault(annotation["image_id"], []).append(annotation)
+    records = []
+    for image in sorted(coco["images"], key=lambda i: i["id"]):
+        anns = by_image.get(image["id"], [])
+        boxes = np.array([[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in anns)], dtype=np.float32)
+        records.append(
+            ImageRecord(
+                image_id=image["id"],
+                key=image.get("key", str(image["id"])),
+                file_name=image["file_name"],
+                width=image["width"],
+                height=image["height"],
+                crop_box=tuple(image.get("crop_box") or (0, 0, image["width"], image["height"])),
+                image_file_path=image.get("image_file_path", ""),
+                patient_id=image.get("patient_id", ""),
+                boxes=boxes.reshape(-1, 4),
+                labels=np.array([a["category_id"] for a in anns], dtype=np.int64),
+            )
+        )
+    return records
+
+
+class ImageSource(Protocol):
+    """Loads a record's image as float32 in [0, 1], shape (height, width) of the record."""
+
+    def load(self, record: ImageRecord) -> np.ndarray: ...
+
+
+class FileSource:
+    """Converted JPEG (8-bit) or PNG (16-bit) images under ``image_dir`` (a ``ResizedSource``)."""
+
+    def __init__(self, image_dir: str | os.PathLike) -> None:
+        self.image_dir = Path(image_dir)
+
+    def read(self, record: ImageRecord) -> np.ndarray:
+        """The file's pixels as stored: uint8 (JPEG) or uint16 (PNG), (height, width)."""
+        path = self.image_dir / record.file_name
+        image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        if image is None:
+            raise FileNotFoundError(f"{path}: image missing or unreadable; re-run python -m mammodet.convert")
+        return image[..., 0] if image.ndim == 3 else image
+
+    def load(self, record: ImageRecord) -> np.ndarray:
+        image = self.read(record)
+        return image.astype(np.float32) / white_level(image.dtype)
+
+    def load_resized(self, record: ImageRecord, size: tuple[int, int]) -> np.ndarray:
+        """At the file's own size its stored pixels; at another, the float image shrunk with ``INTER_AREA``."""
+        image = self.read(record)
+        if image.shape == (size[1], size[0]):
+            return image
+        return cv2.resize(image.astype(np.float32) / white_level(image.dtype), size, interpolation=cv2.INTER_AREA)
+
+
+class DicomSource:
+    """The original DICOM files, decoded on the fly with the record's crop box and size."""
+
+    def __init__(self, dicom_root: str | os.PathLike, gamma: float = 0.8) -> None:
+        self.locator = DicomLocator(dicom_root)
+        self.gamma = gamma
+
+    def load(self, record: ImageRecord) -> np.ndarray:
+        pixels = read_dicom(self.locator.full_image(record.image_file_path), out_dtype="float32", gamma=self.gamma)
+        x0, y0, x1, y1 = record.crop_box
+        pixels = pixels[y0:y1, x0:x1]
+        if pixels.shape != (record.height, record.width):
+            pixels = cv2.resize(pixels, (record.width, record.height), interpolation=cv2.INTER_AREA)
+        return np.ascontiguousarray(pixels)
+
+
+@runtime_checkable
+class ResizedSource(Protocol):
+    """A source that gives images at a requested size as stored (``FileSource``, ``mammodet.data.cache.CacheSource``).
+
+    ``load_resized`` gives the record's image at ``size`` (width, height): uint8 or uint16 (white is the dtype's
+    maximum, possibly memory-mapped, so a training crop reads only its pixels) or float32 in [0, 1].
+    """
+
+    def load_resized(self, record: ImageRecord, size: tuple[int, int]) -> np.ndarray: ...
+
+
+def scaled_size(width: int, height: int, scale: float) -> tuple[int, int]:
+    """(width, height) of an image resized by ``scale``: the image training crops are cut from."""
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def whole_size(width: int, height: int, max_side: int | None) -> tuple[int, int]:
+    """(width, height) of a whole image shrunk so its longer side is at most ``max_side`` (as ``crop_and_resize``)."""
+    scale = resize_scale(height, width, max_side)
+    return (width, height) if scale == 1.0 else scaled_size(width, height, scale)
+
+
+def load_resized(source: ImageSource, record: ImageRecord, size: tuple[int, int]) -> np.ndarray:
+    """The record's image at ``size`` (width, height): as a ``ResizedSource`` stores it, else loaded as float32
+    and shrunk with ``INTER_AREA``."""
+    if isinstance(source, ResizedSource):
+        return source.load_resized(record, size)
+    image = source.load(record)
+    if image.shape != (size[1], size[0]):
+        image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    return image
+
+
+def to_sample(image: np.ndarray, boxes: np.ndarray, labels: np.ndarray, image_id: int) -> tuple[torch.Tensor, Target]:
+    """An image (H, W) as stored and its boxes as a detection sample: a (1, H, W) tensor of the image's dtype
+    (``model_input`` makes the model's float image) and the target."""
+    tensor = torch.from_numpy(np.require(image, requirements=["C", "W"]))[None]  # copies a read-only memory map
+    target = {
+        "boxes": torch.as_tensor(np.asarray(boxes, dtype=np.float32).reshape(-1, 4)),
+        "labels": torch.as_tensor(np.asarray(labels, dtype=np.int64).reshape(-1)),
+        "image_id": image_id,
+    }
+    return tensor, target
+
+
+def model_input(image: torch.Tensor) -> torch.Tensor:
+    """A sample image (1 or 3 channels; uint8, uint16 or float in [0, 1]) as the detector's float32 (3, H, W)
+    image in [0, 1], on the image's device."""
+    image = to_dtype(image, torch.float32, scale=True)
+    return image.expand(3, -1, -1) if image.shape[0] == 1 else image
+
+
+class WholeImageDataset(Dataset):
+    """Whole mammograms shrunk to ``max_side``: what validation, test and prediction score."""
+
+    def __init__(
+        self,
+        records: Sequence[ImageRecord],
+        source: ImageSource,
+        max_side: int | None,
+        transform: Transform | None = None,
+    ) -> None:
+        self.records, self.source, self.max_side, self.transform = list(records), source, max_side, transform
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, Target]:
+        record = self.records[index]
+        size = whole_size(record.width, record.height, self.max_side)
+        image = load_resized(self.source, record, size)
+        sx, sy = size[0] / record.width, size[1] / record.height
+        boxes = record.boxes * np.array([sx, sy, sx, sy], dtype=np.float32)
+        labels = record.labels
+        if self.transform is not None:
+            image, boxes, labels = self.transform(image, boxes, labels)
+        return to_sample(image, boxes, labels, record.image_id)
+
+
+def crop_boxes(
+    boxes: np.ndarray, labels: np.ndarray, window: tuple[int, int, int, int], min_visibility: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Boxes seen through a crop window, in its coordinates: clipped, and kept only when at least
+    ``min_visibility`` of their area is inside."""
+    x0, y0, x1, y1 = window
+    boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+    clipped = np.stack(
+        [boxes[:, 0].clip(x0, x1), boxes[:, 1].clip(y0, y1), boxes[:, 2].clip(x0, x1), boxes[:, 3].clip(y0, y1)], axis=1
+    )
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    visible = (clipped[:, 2] - clipped[:, 0]) * (clipped[:, 3] - clipped[:, 1])
+    keep = (visible > 0) & (visible >= min_visibility * area)
+    shifted = clipped[keep] - np.array([x0, y0, x0, y0], dtype=np.float32)
+    return shifted.reshape(-1, 4), np.asarray(labels)[keep]
+
+
+class CropDataset(Dataset):
+    """Square training crops: a share ``positive_fraction`` centred around a random lesion, the rest random.
+
+    Images are first scaled by ``scale`` (1.0: the converted resolution). Lesions partly inside a crop are
+    kept (clipped) when at least ``min_visibility`` of their area is visible, and dropped otherwise.
+    ``samples_per_epoch`` crops make an epoch. Crops keep the image's stored dtype. Randomness comes from
+    torch's generator, so ``seed_everything`` makes runs reproducible and every worker draws differently.
+    """
+
+    def __init__(
+        self,
+        records: Sequence[ImageRecord],
+        source: ImageSource,
+        crop_size: int,
+        samples_per_epoch: int,
+        scale: float = 1.0,
+        positive_fraction: float = 0.7,
+        min_visibility: float = 0.5,
+        transform: Transform | None = None,
+    ) -> None:
+        self.records, self.source, self.crop_size = list(records), source, crop_size
+        self.samples_per_epoch, self.scale = samples_per_epoch, scale
+        self.positive_fraction, self.min_visibility, self.transform = positive_fraction, min_visibility, transform
+        self.positives = [i for i, r in enumerate(self.records) if len(r.boxes)]
+
+    def __len__(self) -> int:
+        return self.samples_per_epoch
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, Target]:
+        rng = torch_rng()
+        positive = bool(self.positives) and rng.random() < self.positive_fraction
+        record = self.records[int(rng.choice(self.positives)) if positive else int(rng.integers(len(self.records)))]
+        w, h = record.width, record.height
+        size = scaled_size(w, h, self.scale) if self.scale != 1.0 else (w, h)
+        image = load_resized(self.source, record, size)
+        boxes = record.boxes
+        if self.scale != 1.0:
+            boxes = boxes * np.array([size[0] / w, size[1] / h] * 2, dtype=np.float32)
+        window = self.window(rng, image, boxes[int(rng.integers(len(boxes)))] if positive else None)
+        crop = np.zeros((self.crop_size, self.crop_size), dtype=image.dtype)
+        x0, y0, x1, y1 = window
+        patch = image[max(y0, 0) : y1, max(x0, 0) : x1]  # of a memory-mapped image, only these pixels are read
+        crop[max(0, -y0) : max(0, -y0) + patch.shape[0], max(0, -x0) : max(0, -x0) + patch.shape[1]] = patch
+        crop_boxes_, labels = crop_boxes(boxes, record.labels, window, self.min_visibility)
+        if self.transform is not None:
+            crop, crop_boxes_, labels = self.transform(crop, crop_boxes_, labels)
+        return to_sample(crop, crop_boxes_, labels, record.image_id)
+
+    def window(
+        self, rng: np.random.Generator, image: np.ndarray, lesion: np.ndarray | None
+    ) -> tuple[int, int, int, int]:
+        """A crop window (may extend past small images, which are zero-padded) containing ``lesion`` if given."""
+        h, w = image.shape
+        size = self.crop_size
+
+        def start(low: float, high: float, extent: int) -> int:
+            low, high = max(low, 0), min(high, max(extent - size, 0))
+            return int(rng.integers(int(np.floor(low)), int(np.floor(high)) + 1)) if high >= low else round(low)
+
+        if lesion is None:
+            # A random window; retried a few times to land on tissue rather than on the black background.
+            for _ in range(8):
+                x0, y0 = start(0, w - size, w), start(0, h - size, h)
+                if image[y0 : y0 + size, x0 : x0 + size].mean() > 0.1 * white_level(image.dtype):
+                    break
+            return (x0, y0, x0 + size, y0 + size)
+        bx0, by0, bx1, by1 = (float(v) for v in lesion)
+        if bx1 - bx0 > size:  # a lesion larger than the window: centre on it
+            cx = (bx0 + bx1) / 2 - size / 2
+            x0 = start(cx, cx, w)
+        else:
+            x0 = start(bx1 - size, bx0, w)
+        if by1 - by0 > size:
+            cy = (by0 + by1) / 2 - size / 2
+            y0 = start(cy, cy, h)
+        else:
+            y0 = start(by1 - size, by0, h)
+        return (x0, y0, x0 + size, y0 + size)
+
+
+def collate(batch: Sequence[tuple[torch.Tensor, Target]]) -> tuple[list[torch.Tensor], list[Target]]:
+    """Lists of images and targets, as torchvision detection models take them."""
+    images, targets = zip(*batch, strict=True)
+    return list(images), list(targets)

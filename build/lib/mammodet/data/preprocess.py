@@ -1,0 +1,85 @@
+"""Image geometry shared by conversion and on-the-fly DICOM loading: breast crop and resize."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+
+Box = tuple[float, float, float, float]
+
+
+def breast_box(image: np.ndarray, margin: int = 8) -> tuple[int, int, int, int]:
+    """The bounding box ``[x0, y0, x1, y1]`` of the largest bright connected region (the breast).
+
+    Otsu's threshold on a downscaled copy separates tissue from the dark background; the largest
+    component drops scanner labels and tape marks. Falls back to the whole image when nothing is found.
+    """
+    h, w = image.shape
+    scale = min(1.0, 512 / max(h, w))
+    small = cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+    small8 = cv2.normalize(small, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+    _, binary = cv2.threshold(small8, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    n, _, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
+    if n <= 1:
+        return (0, 0, w, h)
+    largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    x, y, bw, bh = (int(v) for v in stats[largest, :4])
+    x0 = max(0, int(np.floor(x / scale)) - margin)
+    y0 = max(0, int(np.floor(y / scale)) - margin)
+    x1 = min(w, int(np.ceil((x + bw) / scale)) + margin)
+    y1 = min(h, int(np.ceil((y + bh) / scale)) + margin)
+    return (x0, y0, x1, y1)
+
+
+def crop_box_covering(image: np.ndarray, boxes: Sequence[Box], margin: int = 8) -> tuple[int, int, int, int]:
+    """The breast box grown to contain every lesion box, so a crop never cuts a lesion."""
+    x0, y0, x1, y1 = breast_box(image, margin)
+    h, w = image.shape
+    for bx0, by0, bx1, by1 in boxes:
+        x0, y0 = min(x0, max(0, int(np.floor(bx0)))), min(y0, max(0, int(np.floor(by0))))
+        x1, y1 = max(x1, min(w, int(np.ceil(bx1)))), max(y1, min(h, int(np.ceil(by1))))
+    return (x0, y0, x1, y1)
+
+
+def resize_scale(height: int, width: int, max_side: int | None) -> float:
+    """The factor that brings the longer side down to ``max_side`` (never up); 1.0 when None."""
+    if not max_side or max(height, width) <= max_side:
+        return 1.0
+    return max_side / max(height, width)
+
+
+def crop_and_resize(
+    image: np.ndarray, crop_box: tuple[int, int, int, int] | None, max_side: int | None
+) -> tuple[np.ndarray, tuple[float, float]]:
+    """Crop to ``crop_box`` (source pixels) then shrink to ``max_side``; returns the image and (sx, sy).
+
+    The per-axis scales are the exact ratios of output to input size, so boxes map without rounding drift.
+    """
+    if crop_box is not None:
+        x0, y0, x1, y1 = crop_box
+        image = image[y0:y1, x0:x1]
+    h, w = image.shape[:2]
+    scale = resize_scale(h, w, max_side)
+    if scale == 1.0:
+        return np.ascontiguousarray(image), (1.0, 1.0)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    return image, (size[0] / w, size[1] / h)
+
+
+def map_boxes(boxes: np.ndarray, crop_box: Sequence[int] | None, scale: tuple[float, float]) -> np.ndarray:
+    """Source-pixel boxes to output-pixel boxes: shift by the crop origin, then scale by (sx, sy)."""
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    if crop_box is not None:
+        boxes = boxes - np.array([crop_box[0], crop_box[1], crop_box[0], crop_box[1]], dtype=np.float64)
+    return boxes * np.array([scale[0], scale[1], scale[0], scale[1]])
+
+
+def unmap_boxes(boxes: np.ndarray, crop_box: Sequence[int] | None, scale: tuple[float, float]) -> np.ndarray:
+    """Output-pixel boxes back to source (DICOM) pixels: the inverse of ``map_boxes``."""
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4) / np.array([scale[0], scale[1], scale[0], scale[1]])
+    if crop_box is not None:
+        boxes = boxes + np.array([crop_box[0], crop_box[1], crop_box[0], crop_box[1]], dtype=np.float64)
+    return boxes

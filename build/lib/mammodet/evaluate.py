@@ -1,0 +1,196 @@
+"""``python -m mammodet.evaluate``: test-set metrics with patient-bootstrap intervals, plots and galleries.
+
+``ckpt_path=FILE [split=test]`` runs a checkpoint on a split's whole images (the checkpoint's datamodule
+settings, overridable by ``data.*``); ``annotations=COCO.json predictions=RESULTS.json [image_dir=DIR]``
+scores any detector's COCO results. Both then take the same path: predictions in COCO results format, in
+the annotation file's pixels, scored by :func:`mammodet.metrics.report.evaluate_detections`. Outputs are
+listed in :data:`OUTPUTS`; see ``docs/evaluation.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import hydra
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader
+
+from mammodet.config import CONFIG_DIR
+from mammodet.data.detection_dataset import FileSource, ImageRecord, ImageSource, collate
+from mammodet.data.preprocess import unmap_boxes
+from mammodet.metrics.coco_io import coco_results, predictions_from_results, read_annotations, read_json
+from mammodet.metrics.plots import (
+    draw_gallery,
+    missed_lesions,
+    plot_confusion_matrix,
+    plot_froc,
+    plot_pr_curves,
+    worst_false_positives,
+)
+from mammodet.metrics.report import EvalSettings, evaluate_detections, markdown_table
+
+if TYPE_CHECKING:
+    from mammodet.data.datamodule import DetectionDataModule
+
+log = logging.getLogger(__name__)
+
+OUTPUTS = (
+    "metrics.json",
+    "metrics.md",
+    "predictions.json",
+    "pr_curves.png",
+    "froc.png",
+    "confusion_matrix.png",
+    "gallery_false_positives.png",
+    "gallery_missed_lesions.png",
+)
+"""Files written to ``out_dir`` (the galleries only when image pixels are available)."""
+
+
+def default_out_dir(ckpt_path: str | None, split: str, log_dir: str, stamp: str) -> str:
+    """Checkpoint mode: ``<run>/evaluate_<split>_<stamp>`` beside the run's ``checkpoints/`` folder (where
+    ``python -m mammodet.report`` finds it); file mode: ``<log_dir>/evaluate/<stamp>``."""
+    if ckpt_path is None:
+        return str(Path(log_dir) / "evaluate" / stamp)
+    folder = Path(ckpt_path).parent
+    run = folder.parent if folder.name == "checkpoints" else folder
+    return str(run / f"evaluate_{split}_{stamp}")
+
+
+OmegaConf.register_new_resolver("evaluate_out_dir", default_out_dir, replace=True)
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto``: the GPU when there is one, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else torch.device(device)
+
+
+def checkpoint_datamodule(ckpt_path: Path, overrides: dict[str, Any]) -> DetectionDataModule:
+    """The datamodule a checkpoint was trained with, with the non-null ``overrides`` applied."""
+    from mammodet.data.datamodule import DetectionDataModule  # Lightning: imported only in checkpoint mode
+
+    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    if "datamodule_hyper_parameters" not in checkpoint:
+        raise ValueError(f"{ckpt_path}: checkpoint holds no datamodule settings (not written by mammodet.train)")
+    settings = dict(checkpoint["datamodule_hyper_parameters"])
+    settings.update({key: value for key, value in overrides.items() if value is not None})
+    return DetectionDataModule(**settings)
+
+
+@torch.inference_mode()
+def predict_split(
+    ckpt_path: str, split: str, data: dict[str, Any], device: str, batch_size: int, num_workers: int
+) -> tuple[list[ImageRecord], tuple[str, ...], list[dict[str, Any]], ImageSource, Path]:
+    """Run a checkpoint on a split's whole images (as validation does) and return its records, class names,
+    predictions in the records' pixels, the image source and the annotation file."""
+    from mammodet.models import FasterRCNNModule  # Lightning: imported only in checkpoint mode
+
+    path = Path(ckpt_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: checkpoint not found")
+    datamodule = checkpoint_datamodule(path, data)
+    annotations = datamodule.image_dir / "annotations" / f"{split}.json"
+    records, class_names = read_annotations(annotations)
+    datamodule.records[split] = records
+    dataset = datamodule.eval_dataset(split)
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate)
+    torch_device = resolve_device(device)
+    model = FasterRCNNModule.load_from_checkpoint(path, map_location=torch_device).eval()
+    preds: list[dict[str, Any]] = []
+    for batch_idx, (images, targets) in enumerate(loader):
+        outputs = model.predict_step(([image.to(torch_device) for image in images], targets), batch_idx)
+        for image, output in zip(images, outputs, strict=True):
+            record = records[len(preds)]
+            scale = (image.shape[-1] / record.width, image.shape[-2] / record.height)
+            preds.append({**output, "boxes": unmap_boxes(output["boxes"].numpy(), None, scale)})
+        log.info("predicted %d/%d images", len(preds), len(records))
+    return records, class_names, preds, dataset.source, annotations
+
+
+def targets_of(records: list[ImageRecord]) -> list[dict[str, Any]]:
+    """Ground-truth dicts of the records (their own pixels)."""
+    return [{"boxes": record.boxes, "labels": record.labels} for record in records]
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Score as configured, write every output to ``cfg.out_dir`` and return the ``metrics.json`` content."""
+    checkpoint_mode = cfg.get("ckpt_path") is not None
+    file_mode = cfg.get("annotations") is not None or cfg.get("predictions") is not None
+    if checkpoint_mode == file_mode:
+        raise ValueError("give either ckpt_path=FILE [split=test] or annotations=COCO.json predictions=RESULTS.json")
+    out_dir = Path(cfg.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    source: ImageSource | None
+    if checkpoint_mode:
+        data = {key: cfg.data.get(key) for key in ("image_dir", "source", "dicom_root", "max_side")}
+        records, class_names, raw, source, annotations = predict_split(
+            cfg.ckpt_path, cfg.split, data, cfg.device, cfg.batch_size, cfg.num_workers
+        )
+        results = coco_results(records, raw)
+        origin = {"mode": "checkpoint", "checkpoint": str(cfg.ckpt_path), "split": cfg.split}
+    else:
+        if cfg.get("annotations") is None or cfg.get("predictions") is None:
+            raise ValueError("file mode needs both annotations=COCO.json and predictions=RESULTS.json")
+        annotations = Path(cfg.annotations)
+        records, class_names = read_annotations(annotations)
+        results = read_json(cfg.predictions, "predictions")
+        source = FileSource(cfg.image_dir) if cfg.get("image_dir") else None
+        origin = {"mode": "files", "predictions": str(cfg.predictions)}
+    preds_path = out_dir / "predictions.json"
+    # Checkpoint predictions are scored as written, so re-scoring predictions.json gives the same numbers.
+    preds = predictions_from_results(
+        results, records, len(class_names), preds_path if checkpoint_mode else Path(cfg.predictions)
+    )
+    settings = EvalSettings(cfg.score_threshold, cfg.iou_threshold, cfg.criterion, cfg.n_boot, cfg.confidence, cfg.seed)
+    targets = targets_of(records)
+    groups = [record.patient_id or f"image {record.image_id}" for record in records]
+    evaluation = evaluate_detections(preds, targets, groups, class_names, settings)
+    metrics = {**evaluation.metrics, "source": {**origin, "annotations": str(annotations)}}
+
+    table = markdown_table(metrics)
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    (out_dir / "metrics.md").write_text(table + "\n")
+    preds_path.write_text(json.dumps(results))
+    ap_50 = {name: c["ap_50"] for name, c in metrics["per_class"].items()}
+    plot_pr_curves(evaluation.matches, class_names, ap_50, settings.score_threshold, out_dir / "pr_curves.png")
+    plot_froc(evaluation.froc, out_dir / "froc.png")
+    plot_confusion_matrix(
+        evaluation.confusion_matrix, metrics["confusion_matrix"]["labels"], out_dir / "confusion_matrix.png"
+    )
+    if source is None:
+        print("no image_dir given: galleries skipped (file mode draws them from image_dir/<file_name>)")
+    else:
+        galleries = {
+            "gallery_false_positives.png": (
+                "Highest-scoring false positives",
+                worst_false_positives(evaluation.matches, preds, records, class_names, cfg.gallery_size),
+            ),
+            "gallery_missed_lesions.png": (
+                "Missed lesions",
+                missed_lesions(
+                    evaluation.lesions, targets, records, class_names, settings.score_threshold, cfg.gallery_size
+                ),
+            ),
+        }
+        for name, (title, items) in galleries.items():
+            draw_gallery(items, records, source, preds, settings.score_threshold, title, out_dir / name)
+    print(table)
+    print(f"\noutputs in {out_dir}")
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="evaluate")
+def main(cfg: DictConfig) -> None:
+    """Evaluate; bad input stops with a message naming the file."""
+    try:
+        evaluate(cfg)
+    except (FileNotFoundError, ValueError) as error:
+        raise SystemExit(f"error: {error}") from error
+
+
+if __name__ == "__main__":
+    main()

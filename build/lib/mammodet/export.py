@@ -1,0 +1,30 @@
+"""``python -m mammodet.export ckpt_path=FILE out_dir=DIR``: safetensors, TorchScript, ONNX, config and model card."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from mammodet.config import CONFIG_DIR
+from mammodet.serving.export import export_model, push_to_hub
+from mammodet.serving.inference import Detector
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="export")
+def main(cfg: DictConfig) -> None:
+    """Export on the CPU; upload when ``push_to_hub`` names a repository."""
+    detector = Detector.from_checkpoint(cfg.ckpt_path, "cpu", score_thresh=cfg.score_thresh)
+    metrics = json.loads(Path(cfg.metrics_path).read_text()) if cfg.metrics_path else None
+    onnx_size = OmegaConf.to_container(cfg.onnx_size) if cfg.onnx_size else None
+    files = export_model(detector, cfg.out_dir, metrics, cfg.onnx, onnx_size, cfg.dataset_name)
+    for kind, path in files.items():
+        print(f"{kind:12s} {path}")
+    if cfg.push_to_hub:
+        print(f"uploaded: {push_to_hub(cfg.out_dir, cfg.push_to_hub, cfg.private)}")
+
+
+if __name__ == "__main__":
+    main()

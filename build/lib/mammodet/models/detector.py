@@ -1,0 +1,448 @@
+"""``FasterRCNNModule``: train, validate, test and predict with a torchvision Faster R-CNN in Lightning.
+
+Batches follow torchvision (``docs/architecture.md``): ``(images, targets)`` with ``images`` a list of
+``[3, H, W]`` float tensors in 0..1 and ``targets`` a list of ``dict(boxes [N, 4] xyxy, labels [N], ...)``. The
+datasets' images arrive as stored (``[1, H, W]`` uint8, uint16 or float) and become those float images on the
+device, in ``forward`` (``mammodet.data.detection_dataset.model_input``).
+The training step is torchvision's reference loop: the model returns its four losses, their sum is the loss.
+Optimisation is automatic; gradient clipping, precision (``16-mixed``) and ``channels_last`` are set on the
+Trainer by the config.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import time
+from typing import Any
+
+import torch
+from lightning import LightningModule
+from lightning.pytorch.loggers import TensorBoardLogger
+from torch import Tensor, nn
+from torch.optim.lr_scheduler import LambdaLR
+from torchmetrics import Metric
+from torchmetrics.detection import MeanAveragePrecision
+from torchvision.utils import draw_bounding_boxes
+
+from mammodet.data.classes import LABEL_NAMES, NUM_CLASSES
+from mammodet.data.detection_dataset import model_input
+from mammodet.metrics import FROC, DetectionF1
+from mammodet.metrics.report import f1_froc_metrics, f1_scalars, froc_scalars
+from mammodet.models.builders import build_detector
+from mammodet.models.optim import SCHEDULERS, lr_factor, parameter_groups
+from mammodet.models.roi_stats import RoISampleRecorder
+
+log = logging.getLogger(__name__)
+
+Batch = tuple[list[Tensor], list[dict[str, Any]]]
+
+DRAW_SCORE_THRESH = 0.3
+"""Predictions drawn on the logged validation images have at least this score."""
+
+_PLAIN_TYPES = (str, int, float, bool, type(None))
+
+
+def _require_plain(value: Any, name: str) -> None:
+    """Raise unless ``value`` is built from str/int/float/bool/None, lists, tuples and str-keyed dicts.
+
+    Checkpoints then load with ``torch.load(path, weights_only=True)``.
+    """
+    if isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _require_plain(item, f"{name}[{i}]")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise TypeError(f"{name}: dict keys must be str, got {type(key).__name__}")
+            _require_plain(item, f"{name}.{key}")
+    elif not isinstance(value, _PLAIN_TYPES):
+        raise TypeError(
+            f"{name} is a {type(value).__name__}; pass plain Python values (for a Hydra config: "
+            "_convert_: all in the model config, or OmegaConf.to_container(cfg, resolve=True)) so checkpoints "
+            "load with weights_only=True"
+        )
+
+
+def map_log_values(result: dict[str, Tensor]) -> dict[str, Tensor]:
+    """The loggable scalars of a ``MeanAveragePrecision(class_metrics=True, extended_summary=True)`` result.
+
+    ``map`` (AP at IoU 0.50:0.95), ``map_50``, ``map_75``, ``mar_100``, and per class ``ap/<class>`` (AP at
+    IoU 0.50:0.95) and ``ap_50/<class>``, the latter read from COCOeval's precision array
+    ``[IoU threshold, recall point, class, area range, max detections]`` at IoU 0.5 (index 0 of the default
+    thresholds), all areas and 100 detections, exactly as COCOeval averages it. -1 means undefined (no ground
+    truth of that class), as in COCOeval; classes seen in neither ground truth nor predictions are left out.
+    """
+    values = {key: result[key] for key in ("map", "map_50", "map_75", "mar_100")}
+    if "precision" not in result:  # nothing was evaluated
+        return values
+    classes = result["classes"].reshape(-1).tolist()
+    ap_per_class = result["map_per_class"].reshape(-1)
+    precision = result["precision"]
+    for k, class_id in enumerate(classes):
+        name = LABEL_NAMES.get(class_id, str(class_id))
+        at_50 = precision[0, :, k, 0, -1]
+        at_50 = at_50[at_50 > -1]
+        values[f"ap_50/{name}"] = at_50.mean() if at_50.numel() else torch.tensor(-1.0)
+        values[f"ap/{name}"] = ap_per_class[k]
+    return values
+
+
+def _log_values(metric: Metric, result: Any) -> dict[str, Any]:
+    """The scalars of a validation metric's result: :func:`map_log_values` for mAP, and for F1 and FROC the
+    same :mod:`mammodet.metrics.report` functions that ``evaluate`` prints."""
+    if isinstance(metric, MeanAveragePrecision):
+        return map_log_values(result)
+    if isinstance(metric, DetectionF1):
+        return f1_scalars(result)
+    if isinstance(metric, FROC):
+        return froc_scalars(result)
+    return result
+
+
+def draw_detections(
+    image: Tensor,
+    prediction: dict[str, Tensor],
+    target: dict[str, Any],
+    score_thresh: float = DRAW_SCORE_THRESH,
+) -> Tensor:
+    """``image`` (as stored or float, see ``model_input``) as uint8 ``[3, H, W]`` with ground-truth boxes in green,
+    predictions (``score >= score_thresh``) in red, each labelled with its class (and score)."""
+    canvas = (model_input(image.detach()).clamp(0, 1) * 255).round().to(torch.uint8).cpu()
+    gt_boxes = target["boxes"].detach().float().cpu()
+    if len(gt_boxes):
+        names = [LABEL_NAMES.get(label, str(label)) for label in target["labels"].tolist()]
+        canvas = draw_bounding_boxes(canvas, gt_boxes, labels=names, colors="lime", width=2)
+    keep = prediction["scores"] >= score_thresh
+    boxes = prediction["boxes"][keep].detach().float().cpu()
+    if len(boxes):
+        names = [
+            f"{LABEL_NAMES.get(label, str(label))} {score:.2f}"
+            for label, score in zip(
+                prediction["labels"][keep].tolist(), prediction["scores"][keep].tolist(), strict=True
+            )
+        ]
+        canvas = draw_bounding_boxes(canvas, boxes, labels=names, colors="red", width=2)
+    return canvas
+
+
+class FasterRCNNModule(LightningModule):
+    """Faster R-CNN lesion detector: torchvision model, SGD with warmup, COCO mAP on validation and test.
+
+    Every argument is a plain value, saved as a hyperparameter, so ``load_from_checkpoint(path)`` rebuilds
+    the module and ``torch.load(path, weights_only=True)`` reads the checkpoint.
+
+    Args:
+        arch: ``fasterrcnn_resnet50_fpn``, ``fasterrcnn_resnet50_fpn_v2``, ``fasterrcnn_mobilenet_v3_large_fpn``,
+            ``fasterrcnn_mobilenet_v3_large_320_fpn`` or the small CPU ``fasterrcnn_resnet18_fpn``
+            (see :mod:`mammodet.models.builders`).
+        num_classes: detector outputs including background.
+        weights: ``"none"``, ``"coco"`` (torchvision's COCO weights, box predictor swapped for a
+            ``num_classes`` one) or a path to a torchvision COCO or mammodet checkpoint.
+        backbone_weights: ``"none"``, ``"imagenet"`` or a path to a classification state dict.
+        trainable_backbone_layers: backbone stages trained when starting from pretrained weights (None: 3).
+        min_size, max_size: images are resized so the short side is ``min_size`` unless the long side
+            would exceed ``max_size``.
+        image_mean, image_std: per-channel normalisation (None: ImageNet's); a grayscale image repeated to
+            3 channels can use the same value three times.
+        anchor_sizes: anchor sizes in pixels, a list per FPN level (small arch default: 8-16 px at stride 4).
+        aspect_ratios: anchor height/width ratios used on every level.
+        rpn_pre_nms_top_n_train, rpn_post_nms_top_n_train, rpn_pre_nms_top_n_test, rpn_post_nms_top_n_test,
+        rpn_batch_size_per_image, box_batch_size_per_image, box_score_thresh, box_nms_thresh,
+        box_detections_per_img: torchvision ``FasterRCNN`` arguments; None: the arch's default.
+        detector_kwargs: any other ``FasterRCNN`` keyword arguments (e.g. ``rpn_score_thresh``).
+        lr: base learning rate (torchvision's recipe uses 0.02 for 16 images per step; scale linearly).
+        momentum, weight_decay: SGD's.
+        norm_bias_weight_decay: weight decay of normalisation weights and biases (None: ``weight_decay``).
+        scheduler: ``multistep`` or ``cosine``, after a linear warmup; stepped every optimizer step.
+        warmup_steps, warmup_factor: warmup length in steps and its starting factor.
+        milestones: ``multistep`` steps at which the learning rate is multiplied by ``gamma``
+            (None: 2/3 and 8/9 of the total steps, Detectron2's "1x" proportions).
+        gamma: ``multistep`` factor.
+        max_steps: total optimizer steps of the schedule (None: the Trainer's estimated stepping batches).
+        max_nonfinite_in_a_row: after this many consecutive non-finite losses training stops with an error.
+        n_log_images: validation images drawn to TensorBoard (the first ones of the first batch).
+        eval_score_thresh: score threshold of the validation and test precision/recall/F1 (as ``evaluate``'s
+            ``score_threshold``).
+        load_pretrained: read/download ``weights`` and ``backbone_weights`` when building. Checkpoints store
+            False, so restoring one never downloads: its state dict replaces those weights anyway.
+        resize_in_model: keep torchvision's internal resize to ``min_size``/``max_size`` (default False: the
+            data pipeline already gives crops and whole images at the training scale).
+    """
+
+    def __init__(
+        self,
+        arch: str = "fasterrcnn_resnet50_fpn",
+        num_classes: int = NUM_CLASSES,
+        weights: str = "none",
+        backbone_weights: str = "none",
+        trainable_backbone_layers: int | None = None,
+        min_size: int | None = None,
+        max_size: int | None = None,
+        image_mean: list[float] | None = None,
+        image_std: list[float] | None = None,
+        anchor_sizes: list[list[float]] | None = None,
+        aspect_ratios: list[float] | None = None,
+        rpn_pre_nms_top_n_train: int | None = None,
+        rpn_post_nms_top_n_train: int | None = None,
+        rpn_pre_nms_top_n_test: int | None = None,
+        rpn_post_nms_top_n_test: int | None = None,
+        rpn_batch_size_per_image: int | None = None,
+        box_batch_size_per_image: int | None = None,
+        box_score_thresh: float | None = None,
+        box_nms_thresh: float | None = None,
+        box_detections_per_img: int | None = None,
+        detector_kwargs: dict[str, Any] | None = None,
+        lr: float = 0.01,
+        momentum: float = 0.9,
+        weight_decay: float = 1e-4,
+        norm_bias_weight_decay: float | None = None,
+        scheduler: str = "multistep",
+        warmup_steps: int = 1000,
+        warmup_factor: float = 0.001,
+        milestones: list[int] | None = None,
+        gamma: float = 0.1,
+        max_steps: int | None = None,
+        max_nonfinite_in_a_row: int = 20,
+        n_log_images: int = 4,
+        eval_score_thresh: float = 0.5,
+        load_pretrained: bool = True,
+        resize_in_model: bool = False,
+    ) -> None:
+        super().__init__()
+        if scheduler not in SCHEDULERS:
+            raise ValueError(f"unknown scheduler {scheduler!r}; choose one of {SCHEDULERS}")
+        self.save_hyperparameters()
+        _require_plain(dict(self.hparams), "hyperparameters")
+        self.model = build_detector(
+            arch=arch,
+            num_classes=num_classes,
+            weights=weights,
+            backbone_weights=backbone_weights,
+            trainable_backbone_layers=trainable_backbone_layers,
+            anchor_sizes=anchor_sizes,
+            aspect_ratios=aspect_ratios,
+            load_pretrained=load_pretrained,
+            resize_in_model=resize_in_model,
+            min_size=min_size,
+            max_size=max_size,
+            image_mean=image_mean,
+            image_std=image_std,
+            rpn_pre_nms_top_n_train=rpn_pre_nms_top_n_train,
+            rpn_post_nms_top_n_train=rpn_post_nms_top_n_train,
+            rpn_pre_nms_top_n_test=rpn_pre_nms_top_n_test,
+            rpn_post_nms_top_n_test=rpn_post_nms_top_n_test,
+            rpn_batch_size_per_image=rpn_batch_size_per_image,
+            box_batch_size_per_image=box_batch_size_per_image,
+            box_score_thresh=box_score_thresh,
+            box_nms_thresh=box_nms_thresh,
+            box_detections_per_img=box_detections_per_img,
+            **(detector_kwargs or {}),
+        )
+        self.roi_samples = RoISampleRecorder(self.model.roi_heads)
+        self.val_metrics = nn.ModuleDict(self._eval_metrics())
+        self.test_metrics = nn.ModuleDict(self._eval_metrics())
+        self.nonfinite_skipped = 0
+        self._nonfinite_in_a_row = 0
+        self._last_step_end: float | None = None
+        self._step_start = 0.0
+
+    def _eval_metrics(self) -> dict[str, Metric]:
+        """The validation and test metrics by name: COCO mAP, and the F1 and FROC metrics of ``evaluate``.
+
+        Each is updated with ``update(predictions, targets)`` (torchvision-format lists of dicts); its result is
+        flattened by :func:`_log_values` and logged as ``<stage>/<key>``.
+        """
+        return {
+            "map": MeanAveragePrecision(
+                iou_type="bbox", class_metrics=True, extended_summary=True, backend="pycocotools"
+            ),
+            **f1_froc_metrics(
+                [LABEL_NAMES.get(label, str(label)) for label in range(1, self.hparams.num_classes)],
+                score_threshold=self.hparams.eval_score_thresh,
+            ),
+        }
+
+    def forward(
+        self, images: list[Tensor], targets: list[dict[str, Any]] | None = None
+    ) -> list[dict[str, Tensor]] | dict[str, Tensor]:
+        """The torchvision model: predictions in eval mode, the loss dict in train mode (with targets).
+
+        ``images`` come as the datasets store them (``[1, H, W]`` uint8 or uint16, a twelfth of the bytes of a
+        three-channel float image for uint8, all the way to the device) or as float images; ``model_input`` makes
+        the float ``[3, H, W]`` images here, on the device."""
+        return self.model([model_input(image) for image in images], targets)
+
+    # ---------------------------------------------------------------- training
+
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor | None:
+        """Sum torchvision's four losses; skip the step (return None) when the sum is not finite."""
+        images, targets = batch
+        loss_dict = self(images, targets)
+        loss = sum(loss_dict.values())
+        accuracy = self.roi_samples.accuracy()
+        batch_size = len(images)
+        if not torch.isfinite(loss):
+            self._skip_nonfinite(loss_dict, batch_size)
+            return None
+        self._nonfinite_in_a_row = 0
+        values: dict[str, Tensor | float] = {f"train/{name}": value.detach() for name, value in loss_dict.items()}
+        values["train/lr"] = self.trainer.optimizers[0].param_groups[0]["lr"]
+        values["train/nonfinite_skipped"] = float(self.nonfinite_skipped)
+        values.update({f"train/fast_rcnn/{name}": value for name, value in accuracy.items()})
+        self.log_dict(values, on_step=True, on_epoch=False, batch_size=batch_size)
+        self.log("train/loss", loss.detach(), on_step=True, on_epoch=False, batch_size=batch_size, prog_bar=True)
+        return loss
+
+    def _skip_nonfinite(self, loss_dict: dict[str, Tensor], batch_size: int) -> None:
+        """Count a non-finite loss; raise once ``max_nonfinite_in_a_row`` came in a row."""
+        self.nonfinite_skipped += 1
+        self._nonfinite_in_a_row += 1
+        self.log(
+            "train/nonfinite_skipped",
+            float(self.nonfinite_skipped),
+            on_step=True,
+            on_epoch=False,
+            batch_size=batch_size,
+        )
+        losses = {name: float(value.detach()) for name, value in loss_dict.items()}
+        if self._nonfinite_in_a_row >= self.hparams.max_nonfinite_in_a_row:
+            raise RuntimeError(
+                f"{self._nonfinite_in_a_row} non-finite losses in a row (max_nonfinite_in_a_row="
+                f"{self.hparams.max_nonfinite_in_a_row}), last at step {self.global_step}: {losses}. Training "
+                "diverged: lower lr, lengthen warmup_steps, or check the data for NaN pixels or degenerate boxes."
+            )
+        log.warning("Non-finite loss at step %d, step skipped: %s", self.global_step, losses)
+
+    def on_train_epoch_start(self) -> None:
+        """Start the data-wait clock: the first batch's wait includes starting the dataloader."""
+        self._last_step_end = time.perf_counter()
+
+    def on_validation_end(self) -> None:
+        """Restart the data-wait clock so that validation in the middle of an epoch is not counted."""
+        self._last_step_end = time.perf_counter()
+
+    def on_train_batch_start(self, batch: Batch, batch_idx: int) -> None:
+        """Log ``train/data_wait_s``: time since the previous step ended, spent waiting for this batch."""
+        self._step_start = time.perf_counter()
+        if self._last_step_end is not None:
+            self.log(
+                "train/data_wait_s",
+                self._step_start - self._last_step_end,
+                on_step=True,
+                on_epoch=False,
+                batch_size=len(batch[0]),
+            )
+
+    def on_train_batch_end(self, outputs: Any, batch: Batch, batch_idx: int) -> None:
+        """Log ``train/step_s``: forward, backward and optimizer step (GPU work included: synchronised)."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self._last_step_end = time.perf_counter()
+        self.log(
+            "train/step_s",
+            self._last_step_end - self._step_start,
+            on_step=True,
+            on_epoch=False,
+            batch_size=len(batch[0]),
+        )
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        """SGD with momentum; warmup then multistep or cosine, stepped every optimizer step."""
+        hp = self.hparams
+        optimizer = torch.optim.SGD(
+            parameter_groups(self.model, hp.weight_decay, hp.norm_bias_weight_decay),
+            lr=hp.lr,
+            momentum=hp.momentum,
+            weight_decay=hp.weight_decay,
+        )
+        max_steps = hp.max_steps
+        if max_steps is None:
+            estimated = self.trainer.estimated_stepping_batches
+            if not math.isfinite(estimated):
+                raise ValueError("set max_steps (module or Trainer) or max_epochs: the schedule needs a length")
+            max_steps = int(estimated)
+        milestones = hp.milestones if hp.milestones is not None else [max_steps * 2 // 3, max_steps * 8 // 9]
+        schedule = functools.partial(
+            lr_factor,
+            warmup_steps=hp.warmup_steps,
+            warmup_factor=hp.warmup_factor,
+            scheduler=hp.scheduler,
+            milestones=list(milestones),
+            gamma=hp.gamma,
+            max_steps=max_steps,
+        )
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": LambdaLR(optimizer, schedule), "interval": "step", "frequency": 1},
+        }
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Store ``load_pretrained=False``: the checkpoint holds the weights, restoring it must not download."""
+        checkpoint["hyper_parameters"]["load_pretrained"] = False
+
+    # ---------------------------------------------------------------- evaluation
+
+    def _update_eval_metrics(
+        self, metrics: nn.ModuleDict, predictions: list[dict[str, Tensor]], targets: list[dict[str, Any]]
+    ) -> None:
+        """Feed one batch to every metric (boxes and scores in float32, also under mixed precision)."""
+        preds = [
+            {"boxes": p["boxes"].float(), "scores": p["scores"].float(), "labels": p["labels"]} for p in predictions
+        ]
+        gts = [{"boxes": t["boxes"].float(), "labels": t["labels"]} for t in targets]
+        for metric in metrics.values():
+            metric.update(preds, gts)
+
+    def _log_eval_metrics(self, metrics: nn.ModuleDict, stage: str) -> None:
+        """Compute, log as ``<stage>/<key>`` and reset every metric."""
+        for metric in metrics.values():
+            result = _log_values(metric, metric.compute())
+            self.log_dict({f"{stage}/{key}": float(value) for key, value in result.items()})
+            metric.reset()
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        """Predict whole images, update the metrics, and draw the first batch to TensorBoard."""
+        images, targets = batch
+        predictions = self(images)
+        self._update_eval_metrics(self.val_metrics, predictions, targets)
+        if batch_idx == 0 and not self.trainer.sanity_checking:
+            self._log_images(images, predictions, targets)
+
+    def on_validation_epoch_end(self) -> None:
+        """Log ``val/map``, ``val/map_50``, ``val/map_75``, ``val/mar_100``, ``val/ap_50/<class>``, ``val/f1_macro``,
+        ``val/f1/<class>``, ``val/froc_cpm``, ``val/sens_at_1fp``, ... (any can be ``optimized_metric``)."""
+        self._log_eval_metrics(self.val_metrics, "val")
+
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        """Predict whole images and update the test metrics."""
+        images, targets = batch
+        self._update_eval_metrics(self.test_metrics, self(images), targets)
+
+    def on_test_epoch_end(self) -> None:
+        """Log the ``test/...`` metrics."""
+        self._log_eval_metrics(self.test_metrics, "test")
+
+    def _log_images(
+        self, images: list[Tensor], predictions: list[dict[str, Tensor]], targets: list[dict[str, Any]]
+    ) -> None:
+        """Draw the first ``n_log_images`` images with boxes to every TensorBoard logger."""
+        tensorboards = [logger for logger in self.loggers if isinstance(logger, TensorBoardLogger)]
+        n = self.hparams.n_log_images
+        if not tensorboards or n <= 0:
+            return
+        for i, (image, prediction, target) in enumerate(zip(images[:n], predictions[:n], targets[:n], strict=True)):
+            drawn = draw_detections(image, prediction, target)
+            for tensorboard in tensorboards:
+                tensorboard.experiment.add_image(f"val/images/{i}", drawn, global_step=self.global_step)
+
+    def predict_step(
+        self, batch: Batch | list[Tensor], batch_idx: int, dataloader_idx: int = 0
+    ) -> list[dict[str, Tensor]]:
+        """Predictions ``dict(boxes [M, 4], scores [M], labels [M])`` per image, on the CPU.
+
+        ``batch`` is a list of images (as stored or already float) or an ``(images, targets)`` pair (targets ignored).
+        """
+        images = batch if isinstance(batch[0], Tensor) else batch[0]
+        return [{key: value.cpu() for key, value in p.items()} for p in self(images)]

@@ -1,0 +1,60 @@
+"""Grad-CAM heat maps of detections: where the features that gave each lesion its score lie.
+
+pytorch-grad-cam's ``GradCAM`` with its ``FasterRCNNBoxScoreTarget`` (the score of the output box that matches
+the lesion, plus their IoU) on the FPN's output convolutions, every pyramid level: a box is pooled from the
+level its size picks, the other levels get no gradient and add nothing. The map is computed on the model
+input and laid over the original image, inside the breast crop.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from pytorch_grad_cam import GradCAM
+from pytorch_grad_cam.utils.image import show_cam_on_image
+from pytorch_grad_cam.utils.model_targets import FasterRCNNBoxScoreTarget
+
+from mammodet.data.preprocess import map_boxes
+from mammodet.serving.inference import Detections, Detector, Prepared
+from mammodet.serving.render import annotate
+
+
+def heat_maps(detector: Detector, prepared: Prepared, detections: Detections) -> list[np.ndarray]:
+    """One Grad-CAM map per detection, ``(H, W)`` float 0..1 over the original image (0 outside the crop)."""
+    model_boxes = map_boxes(detections.boxes, prepared.crop_box, prepared.scale)
+    image = prepared.tensor[None].contiguous()
+    cam = GradCAM(model=detector.model, target_layers=list(detector.model.backbone.fpn.layer_blocks))
+    try:  # not GradCAM's context manager: its exit swallows IndexError
+        maps = []
+        for box, label in zip(model_boxes, detections.labels, strict=True):
+            target = FasterRCNNBoxScoreTarget([int(label)], [torch.as_tensor(box, dtype=torch.float32)])
+            maps.append(_on_original(cam(input_tensor=image, targets=[target])[0], prepared))
+    finally:
+        cam.activations_and_grads.release()
+        detector.model.zero_grad(set_to_none=True)
+    return maps
+
+
+def _on_original(small: np.ndarray, prepared: Prepared) -> np.ndarray:
+    """A map over the model input, resized into the crop box of a zero map of the original image's size."""
+    height, width = prepared.image.shape
+    x0, y0, x1, y1 = prepared.crop_box or (0, 0, width, height)
+    full = np.zeros((height, width), np.float32)
+    full[y0:y1, x0:x1] = cv2.resize(small, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
+    return full
+
+
+def explain_file(detector: Detector, path: str | Path, score_thresh: float, max_lesions: int) -> list[np.ndarray]:
+    """RGB uint8 pictures, one per detection scoring at least ``score_thresh`` (best ``max_lesions`` first):
+    the image with that lesion's heat map and box."""
+    prepared = detector.prepare(path)
+    shown = detector.run([prepared])[0].above(score_thresh).select(slice(0, max_lesions))
+    gray = np.repeat(np.clip(prepared.image, 0, 1)[..., None], 3, axis=2)
+    pictures = []
+    for k, heat in enumerate(heat_maps(detector, prepared, shown)):
+        overlay = show_cam_on_image(gray, heat, use_rgb=True, image_weight=0.6)
+        pictures.append(annotate(overlay, shown.select(slice(k, k + 1)), 0.0))
+    return pictures

@@ -1,0 +1,119 @@
+"""Prediction files for a file or a folder: per image a JSON and an annotated PNG, then ``summary.csv``.
+
+An input ``<dir>/<name>`` (``<name>`` with its suffix, e.g. ``000000.dcm``) gives ``<out_dir>/<dir>/<name>.json``
+(``{"detections", "image", "model"}`` as the REST API answers, plus ``image.file``) and ``<name>.png``; the
+folders below the input folder are kept, so CBIS-DDSM's many ``000000.dcm`` do not collide. A file that
+cannot be read is reported (log and CSV ``error`` column) and the others go on.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm import tqdm
+
+from mammodet.data.classes import CLASSES, LABEL_NAMES
+from mammodet.serving.inference import Detections, Detector, InputError, Prepared
+from mammodet.serving.render import annotate, png_bytes
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".dcm", ".dicom", ".png", ".jpg", ".jpeg")
+"""Files of a folder that are read (a single file is read whatever its name); content decides the format."""
+
+CSV_COLUMNS = ("file", "width", "height", "detections", "above_thresh", "max_score", *CLASSES, "error")
+"""``detections``: all the model kept; ``above_thresh`` and the per-class counts: those at ``score_thresh``."""
+
+
+@dataclass
+class PredictSummary:
+    """What a prediction run did: images done, failures ``(file, reason)`` and the CSV's path."""
+
+    done: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    csv_path: Path | None = None
+
+
+def list_inputs(input_path: Path) -> list[Path]:
+    """The file itself, or a folder's image files (recursively, sorted)."""
+    if input_path.is_file():
+        return [input_path]
+    if input_path.is_dir():
+        files = sorted(p for p in input_path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise FileNotFoundError(f"{input_path}: no {', '.join(IMAGE_SUFFIXES)} file in this folder")
+        return files
+    raise FileNotFoundError(f"{input_path}: no such file or folder")
+
+
+def csv_row(name: str, detections: Detections, score_thresh: float) -> dict[str, object]:
+    """The summary line of one image."""
+    shown = detections.above(score_thresh)
+    per_class = {name: 0 for name in CLASSES}
+    for label in shown.labels:
+        per_class[LABEL_NAMES[int(label)]] += 1
+    return {
+        "file": name,
+        "width": detections.width,
+        "height": detections.height,
+        "detections": len(detections.scores),
+        "above_thresh": len(shown.scores),
+        "max_score": round(float(detections.scores.max()), 4) if len(detections.scores) else "",
+        **per_class,
+        "error": "",
+    }
+
+
+def predict_files(
+    detector: Detector, input_path: str | Path, out_dir: str | Path, batch_size: int = 1
+) -> PredictSummary:
+    """Detect on every input, ``batch_size`` images per model call, with a progress bar; write the outputs."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    input_path, out = Path(input_path), Path(out_dir)
+    files = list_inputs(input_path)
+    root = input_path if input_path.is_dir() else input_path.parent
+    summary = PredictSummary()
+    rows: list[dict[str, object]] = []
+    with tqdm(total=len(files), desc="predict", unit="img") as progress:
+        for start in range(0, len(files), batch_size):
+            chunk = files[start : start + batch_size]
+            batch: list[tuple[Path, Prepared]] = []
+            for path in chunk:
+                try:
+                    batch.append((path, detector.prepare(path)))
+                except InputError as error:
+                    log.warning("%s", error)
+                    name = path.relative_to(root).as_posix()
+                    summary.failed.append((name, error.reason))
+                    rows.append({"file": name, "error": error.reason})
+            results = detector.run([prepared for _, prepared in batch]) if batch else []
+            for (path, prepared), detections in zip(batch, results, strict=True):
+                rows.append(_write_outputs(detector, path.relative_to(root), prepared, detections, out))
+                summary.done += 1
+            progress.update(len(chunk))
+    summary.csv_path = out / "summary.csv"
+    out.mkdir(parents=True, exist_ok=True)
+    with summary.csv_path.open("w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=CSV_COLUMNS, restval="")
+        writer.writeheader()
+        writer.writerows(sorted(rows, key=lambda row: str(row["file"])))
+    return summary
+
+
+def _write_outputs(
+    detector: Detector, relative: Path, prepared: Prepared, detections: Detections, out: Path
+) -> dict[str, object]:
+    """Write ``<name>.json`` and ``<name>.png`` of one image; return its CSV line."""
+    target = out / relative.parent
+    target.mkdir(parents=True, exist_ok=True)
+    report = detector.report(detections)
+    report["image"] = {"file": relative.as_posix(), **report["image"]}
+    (target / f"{relative.name}.json").write_text(json.dumps(report, indent=2))
+    drawn = annotate(prepared.image, detections, detector.score_thresh)
+    (target / f"{relative.name}.png").write_bytes(png_bytes(drawn))
+    return csv_row(relative.as_posix(), detections, detector.score_thresh)
