@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from hydra.errors import InstantiationException
 from omegaconf import open_dict
 
 from mammodet.config import CONFIG_DIR, compose
@@ -133,3 +135,49 @@ def test_ddp_with_two_cpu_processes(synthetic_classic: Path, tmp_path: Path) -> 
     assert "map_50" in metrics
     checkpoint = torch.load(tmp_path / "ddp" / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")
     assert checkpoint["global_step"] == 1  # 4 crops / (2 processes x batch 2)
+
+
+def test_synthetic_data_only_where_an_experiment_asks() -> None:
+    asking = {e for e in EXPERIMENTS if compose("train", [f"experiment={e}"]).data.get("synthesize")}
+    assert asking == {"demo", "density_demo"}
+    assert compose("train").data.synthesize is None
+
+
+@pytest.mark.parametrize(
+    "overrides,error,words",
+    [
+        ([], InstantiationException, "data.image_dir is not set"),  # Hydra wraps the datamodule's ValueError
+        (["data.image_dir={tmp}/conv"], FileNotFoundError, "data.csv_dir is not set"),
+        (["data.image_dir={tmp}/conv", "data.csv_dir={tmp}/csv"], FileNotFoundError, "data.csv_dir={tmp}/csv does"),
+        (
+            ["data.image_dir={tmp}/conv", "data.csv_dir={tmp}", "data.dicom_root={tmp}/dicom"],
+            FileNotFoundError,
+            "data.dicom_root={tmp}/dicom does not exist",
+        ),
+    ],
+)
+def test_a_missing_data_path_fails_at_once_naming_its_key(
+    tmp_path: Path, overrides: list[str], error: type, words: str
+) -> None:
+    cfg = compose("train", [o.format(tmp=tmp_path) for o in [*overrides, f"paths.output_dir={tmp_path}/run"]])
+    with pytest.raises(error, match=re.escape(words.format(tmp=tmp_path))):
+        train(cfg)
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+@pytest.mark.slow
+def test_a_run_without_validation_exits_0_and_writes_train_log(synthetic_classic: Path, tmp_path: Path) -> None:
+    overrides = [o for o in tiny_overrides(synthetic_classic, tmp_path) if not o.startswith("paths.output_dir")]
+    run = tmp_path / "short"
+    result = _run_cli(
+        [*overrides, "trainer.max_steps=1", "trainer.check_val_every_n_epoch=5", "test=false", f"hydra.run.dir={run}"],
+        tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    train_log = (run / "train.log").read_text()
+    assert "step 1/1 (100%) | epoch 1/1 | elapsed" in train_log  # mammodet's progress
+    assert "GPU available: False" in train_log  # Lightning's own lines
+    assert "optimized_metric 'val/map_50' was not logged" in train_log
+    terminal = result.stdout + result.stderr
+    for noise in ("💡 Tip", "limit_train_batches=1.0", "LeafSpec", "FLOPs"):
+        assert noise not in terminal and noise not in train_log, noise
