@@ -1,1 +1,0 @@
-"""Reading CBIS-DDSM, decoding DICOM, labels, splits, COCO export and datasets."""
