@@ -4,6 +4,7 @@ repository finds its configs (``conf/`` ships as ``mammodet.conf``) and runs a c
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -24,10 +25,14 @@ def test_package_list_matches_the_tree() -> None:
 
 @pytest.mark.slow
 def test_wheel_runs_from_another_folder(tmp_path: Path, real_csv_dir: Path) -> None:
-    wheels, target, elsewhere = tmp_path / "wheels", tmp_path / "site", tmp_path / "elsewhere"
+    source, wheels, target, elsewhere = (tmp_path / name for name in ("source", "wheels", "site", "elsewhere"))
     elsewhere.mkdir()
+    for folder in ("mammodet", "conf"):  # built from a copy, so that the build leaves no build/ in the checkout
+        shutil.copytree(REPO / folder, source / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    for file in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / file, source / file)
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
-    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", wheels, REPO], check=True)
+    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", wheels, source], check=True)
     (wheel,) = wheels.glob("mammodet-*.whl")
     subprocess.run([*pip, "install", "--no-deps", "--target", target, wheel], check=True)
     assert (target / "mammodet" / "conf" / "experiment" / "frcnn_a100.yaml").is_file()
