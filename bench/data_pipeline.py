@@ -32,7 +32,7 @@ from mammodet.config import compose
 from mammodet.data.datamodule import DetectionDataModule
 from mammodet.data.detection_dataset import collate
 from mammodet.data.splits import SPLITS
-from mammodet.data.synthetic import SynthSpec, generate
+from mammodet.synthetic.cbis import SynthSpec, generate
 
 REPO = Path(__file__).resolve().parent.parent
 SOURCES = ("dicom", "jpeg", "cache")
@@ -50,7 +50,6 @@ def datamodule(data_dir: Path, source: str, workers: int, quick: bool, augment: 
         f"data.csv_dir={data_dir / 'synthetic' / 'csv'}",
         f"data.dicom_root={data_dir / 'synthetic' / 'dicom'}",
         f"data.image_dir={data_dir / 'converted'}",
-        "data.synthesize=null",
         f"data.source={source}",
         f"data.num_workers={workers}",
         f"data.cache.workers={workers}",

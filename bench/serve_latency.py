@@ -24,8 +24,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from mammodet.data.dicom_write import write_dicom
-from mammodet.data.synthetic_images import breast_region, render_mammogram, sample_lesions
+from mammodet.synthetic.dicom_write import write_dicom
+from mammodet.synthetic.images import breast_region, render_mammogram, sample_lesions
 
 
 def synthetic_dicom(path: Path, height: int, width: int) -> Path:

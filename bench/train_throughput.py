@@ -38,7 +38,7 @@ import torch
 from mammodet.config import compose
 from mammodet.data.datamodule import DetectionDataModule
 from mammodet.data.detection_dataset import whole_size
-from mammodet.data.synthetic import SynthSpec, generate
+from mammodet.synthetic.cbis import SynthSpec, generate
 
 REPO = Path(__file__).resolve().parent.parent
 GPU_RUNS = ("32-true", "32-true+tf32", "16-mixed", "bf16-mixed", "16-mixed+cl", "bf16-mixed+cl", "16-mixed+cl+compile")
@@ -157,7 +157,6 @@ def config(data_dir: Path, args: argparse.Namespace, max_side: int, precision: s
         f"data.csv_dir={data_dir / 'synthetic' / 'csv'}",
         f"data.dicom_root={data_dir / 'synthetic' / 'dicom'}",
         f"data.image_dir={data_dir / 'converted'}",
-        "data.synthesize=null",
         "data.convert.crop_breast=false",
         f"data.source={args.source}",
         "data.train_mode=whole",

@@ -6,7 +6,7 @@ import hydra
 from omegaconf import DictConfig
 
 from mammodet.config import CONFIG_DIR
-from mammodet.data.synthetic import SynthSpec, generate
+from mammodet.synthetic.cbis import SynthSpec, generate
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="synth")

@@ -53,6 +53,8 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
 
+    if cfg.get("synthesize"):  # only the demos ask: make the synthetic dataset unless it is already there
+        hydra.utils.call(cfg.synthesize)
     datamodule: L.LightningDataModule = hydra.utils.instantiate(cfg.data)
     datamodule.check_inputs()  # a missing path fails now, naming its key, not after the model is built
     model: L.LightningModule = hydra.utils.instantiate(cfg.model)

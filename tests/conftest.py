@@ -18,7 +18,7 @@ def real_csv_dir() -> Path:
 
 def make_synthetic(out_dir: Path, **overrides) -> Path:
     """A small synthetic CBIS-DDSM (about 30 mammograms at 320x200) written by the project's generator."""
-    from mammodet.data.synthetic import SynthSpec, generate
+    from mammodet.synthetic.cbis import SynthSpec, generate
 
     options = {"n_patients": 12, "height": 320, "width": 200, "seed": 1} | overrides
     return generate(out_dir, SynthSpec(**options))
@@ -64,8 +64,8 @@ def mammograms(synthetic_classic: Path, tmp_path_factory: pytest.TempPathFactory
     import numpy as np
     import pydicom
 
-    from mammodet.data.dicom_write import write_dicom
-    from mammodet.data.synthetic_images import render_mammogram
+    from mammodet.synthetic.dicom_write import write_dicom
+    from mammodet.synthetic.images import render_mammogram
 
     out = tmp_path_factory.mktemp("mammograms")
     truth = json.loads((synthetic_classic / "synth_truth.json").read_text())["images"]

@@ -17,7 +17,7 @@ from mammodet.data.conversion import ConvertSettings, convert_dataset
 from mammodet.data.dicom import read_dicom
 from mammodet.data.layout import DicomLocator
 from mammodet.data.preprocess import unmap_boxes
-from mammodet.data.synthetic import PLANTED_IDENTIFIERS
+from mammodet.synthetic.cbis import PLANTED_IDENTIFIERS
 
 
 def _returned_boxes(out_dir: Path) -> dict[str, list[tuple]]:
@@ -126,7 +126,7 @@ def test_no_identifier_reaches_any_output(synthetic_tcia: Path, tmp_path: Path) 
 
 
 def test_synthetic_images_for_real_csv_rows_convert(real_csv_dir: Path, tmp_path: Path) -> None:
-    from mammodet.data.synthetic import SynthSpec, generate
+    from mammodet.synthetic.cbis import SynthSpec, generate
 
     synth = generate(
         tmp_path / "synth", SynthSpec(height=256, width=160, layout="tcia"), from_csv_dir=str(real_csv_dir), limit=6

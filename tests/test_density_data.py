@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from mammodet.data.density import (
+from mammodet.data.dicom import read_dicom_header
+from mammodet.density.data import (
     DensityDataModule,
     DensityRecord,
     class_weights,
@@ -25,8 +26,7 @@ from mammodet.data.density import (
     read_rsna_csv,
     split_records,
 )
-from mammodet.data.density_synthetic import allot, generate
-from mammodet.data.dicom import read_dicom_header
+from mammodet.synthetic.density import allot, ensure, generate
 
 
 @pytest.fixture(scope="module")
@@ -217,14 +217,15 @@ def test_datamodule_binary_task_sampler_and_batches(synth: Path, tmp_path: Path)
         DensityDataModule(source="dicomdir", csv_path="x")
 
 
-def test_datamodule_synthesizes_when_the_csv_is_missing(tmp_path: Path) -> None:
+def test_synthetic_data_is_made_once_and_missing_inputs_are_named(tmp_path: Path) -> None:
     out = tmp_path / "made"
-    dm = DensityDataModule(
-        csv_path=str(out / "train.csv"),
-        image_root=str(out / "images"),
-        synthesize={"out_dir": str(out), "n_patients": 12, "height": 64, "width": 40, "class_shares": [1, 1, 1, 1]},
-        image_size=32,
-        num_workers=0,
-    )
+    dm = DensityDataModule(csv_path=str(out / "train.csv"), image_root=str(out / "images"), num_workers=0)
+    with pytest.raises(FileNotFoundError, match=f"data.csv_path={out / 'train.csv'} does not exist"):
+        dm.prepare_data()
+    options = {"n_patients": 12, "height": 64, "width": 40, "class_shares": [1, 1, 1, 1]}
+    assert ensure(out, **options) == out / "train.csv"
+    assert len(list((out / "images").rglob("*.dcm"))) == 24
+    stamp = (out / "generic.csv").stat().st_mtime_ns
+    ensure(out, **options)  # already there: nothing is rewritten
+    assert (out / "generic.csv").stat().st_mtime_ns == stamp
     dm.prepare_data()
-    assert (out / "train.csv").is_file() and len(list((out / "images").rglob("*.dcm"))) == 24

@@ -19,11 +19,11 @@ import torchvision
 from omegaconf import open_dict
 
 from mammodet.config import compose
-from mammodet.data.density import DensityDataModule
-from mammodet.data.density_synthetic import generate
-from mammodet.data.synthetic import PLANTED_IDENTIFIERS
-from mammodet.models.density import DensityClassifier, build_classifier
+from mammodet.density.data import DensityDataModule
+from mammodet.density.model import DensityClassifier, build_classifier
 from mammodet.models.gradcam import grad_cam
+from mammodet.synthetic.cbis import PLANTED_IDENTIFIERS
+from mammodet.synthetic.density import generate
 from mammodet.train import train
 
 
@@ -42,7 +42,7 @@ def tiny_overrides(synth: Path, work: Path) -> list[str]:
         f"paths.output_dir={work / 'run'}",
         f"data.csv_path={synth / 'train.csv'}",
         f"data.image_root={synth / 'images'}",
-        "data.synthesize=null",
+        "synthesize=null",
         "data.image_size=48",
         "data.batch_size=8",
         "data.num_workers=0",
@@ -171,7 +171,7 @@ def test_collapse_warning_and_selection_fallback(synth: Path, caplog: pytest.Log
     with torch.no_grad():
         model.net.fc.bias.copy_(torch.tensor([0.0, 100.0, 0.0, 0.0]))  # always B
     trainer = L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False)
-    with caplog.at_level(logging.WARNING, logger="mammodet.models.density"):
+    with caplog.at_level(logging.WARNING, logger="mammodet.density.model"):
         trainer.validate(model, datamodule=dm, verbose=False)
     report = model.reports["val"]
     assert report["collapsed"] and report["pred_counts"] == [0, len(dm.splits["val"]), 0, 0]
@@ -180,7 +180,7 @@ def test_collapse_warning_and_selection_fallback(synth: Path, caplog: pytest.Log
 
     dm.splits["val"] = [r for r in dm.splits["val"] if r.density == 2]  # one class: bal_acc_adj undefined
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="mammodet.models.density"):
+    with caplog.at_level(logging.WARNING, logger="mammodet.density.model"):
         trainer.validate(model, datamodule=dm, verbose=False)
     report = model.reports["val"]
     assert math.isnan(report["bal_acc_adj"]) and report["selection_metric"] == "bal_acc"

@@ -34,7 +34,7 @@ from mammodet.data.dicom import (
     read_dicom_header,
     read_raw_pixels,
 )
-from mammodet.data.dicom_write import write_dicom
+from mammodet.synthetic.dicom_write import write_dicom
 
 SECRET = "SECRET^NAME"
 

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from mammodet.data.synthetic_images import (
+from mammodet.synthetic.images import (
     CALC_DISTRIBUTIONS,
     CALC_TYPES,
     MASS_MARGINS,

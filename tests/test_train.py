@@ -30,7 +30,7 @@ def tiny_overrides(synth: Path, work: Path, source: str = "jpeg") -> list[str]:
         f"data.csv_dir={synth / 'csv'}",
         f"data.dicom_root={synth / 'dicom'}",
         f"data.image_dir={work / 'converted'}",
-        "data.synthesize=null",
+        "synthesize=null",
         f"data.source={source}",
         "data.crop_size=96",
         "data.crops_per_epoch=4",
@@ -138,9 +138,9 @@ def test_ddp_with_two_cpu_processes(synthetic_classic: Path, tmp_path: Path) -> 
 
 
 def test_synthetic_data_only_where_an_experiment_asks() -> None:
-    asking = {e for e in EXPERIMENTS if compose("train", [f"experiment={e}"]).data.get("synthesize")}
+    asking = {e for e in EXPERIMENTS if compose("train", [f"experiment={e}"]).synthesize}
     assert asking == {"demo", "density_demo"}
-    assert compose("train").data.synthesize is None
+    assert compose("train").synthesize is None
 
 
 @pytest.mark.parametrize(

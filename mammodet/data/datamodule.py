@@ -1,9 +1,10 @@
 """``DetectionDataModule``: CBIS-DDSM (or its synthetic copy) as training crops and whole-image evaluation.
 
-``prepare_data`` makes what is missing, once: the synthetic dataset (when ``synthesize`` is set and the
-CSV folder does not exist) and the conversion (COCO files under ``image_dir``). ``source`` picks where
-pixels come from: ``jpeg`` (the converted images), ``dicom`` (decoded on the fly, same samples and boxes) or
-``cache`` (arrays pre-cropped and pre-resized once from either, ``mammodet.data.cache``; same boxes).
+``prepare_data`` makes what is missing, once: the conversion (COCO files under ``image_dir``) and the cache.
+Synthetic data is not made here: ``mammodet.train`` runs the experiment's ``synthesize`` step first.
+``source`` picks where pixels come from: ``jpeg`` (the converted images), ``dicom`` (decoded on the fly, same
+samples and boxes) or ``cache`` (arrays pre-cropped and pre-resized once from either, ``mammodet.data.cache``;
+same boxes).
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ from mammodet.data.detection_dataset import (
     collate,
     load_records,
 )
-from mammodet.data.synthetic import SynthSpec, generate
 from mammodet.data.transforms import Augment
 
 SOURCES = ("jpeg", "dicom", "cache")
@@ -49,7 +49,6 @@ class DetectionDataModule(L.LightningDataModule):
         mass_rule: str = "birads4",
         split: Mapping[str, Any] | None = None,
         convert: Mapping[str, Any] | None = None,
-        synthesize: Mapping[str, Any] | None = None,
         train_mode: str = "crops",
         crop_size: int = 512,
         crop_scale: float = 1.0,
@@ -90,7 +89,7 @@ class DetectionDataModule(L.LightningDataModule):
         self.image_dir = Path(image_dir)
         self.csv_dir, self.dicom_root, self.source_name = csv_dir, dicom_root, source
         self.mass_rule, self.split_options = mass_rule, dict(split or {})
-        self.convert_options, self.synthesize = dict(convert or {}), dict(synthesize) if synthesize else None
+        self.convert_options = dict(convert or {})
         self.train_mode, self.crop_size, self.crop_scale = train_mode, crop_size, crop_scale
         self.positive_fraction, self.min_visibility, self.crops_per_epoch = (
             positive_fraction,
@@ -107,12 +106,9 @@ class DetectionDataModule(L.LightningDataModule):
     def check_inputs(self) -> None:
         """Fail at once, naming the config key and the path, when the data this run needs is not there.
 
-        Synthetic data is made only when ``synthesize`` is set (the demo). Otherwise a conversion in
-        ``image_dir`` is used as it is, or made from ``csv_dir`` + ``dicom_root``; sources that decode DICOM need
-        ``dicom_root``.
+        A conversion in ``image_dir`` is used as it is, or made from ``csv_dir`` + ``dicom_root``; sources that
+        decode DICOM need ``dicom_root``.
         """
-        if self.synthesize is not None:
-            return
         converted = (self.image_dir / "annotations" / "train.json").exists()
         needed = {"data.dicom_root": self.dicom_root} if self._reads_dicom() else {}
         if not converted:
@@ -130,14 +126,8 @@ class DetectionDataModule(L.LightningDataModule):
         return self.source_name == "dicom" or (self.source_name == "cache" and self.cache_settings.input == "dicom")
 
     def prepare_data(self) -> None:
-        """Generate the synthetic dataset (only when ``synthesize`` is set), convert it and build the cache
-        (``source=cache``) where their outputs are missing (runs once per node)."""
+        """Convert and build the cache (``source=cache``) where their outputs are missing (once per node)."""
         self.check_inputs()
-        if self.synthesize is not None and self.csv_dir and not Path(self.csv_dir).exists():
-            options = dict(self.synthesize)
-            out_dir, workers = options.pop("out_dir"), options.pop("workers", 0)
-            generate(out_dir, SynthSpec(**options), workers=workers)
-            log.info(f"synthetic CBIS-DDSM written to {out_dir} (data.synthesize)")
         if not (self.image_dir / "annotations" / "train.json").exists():
             options = dict(self.convert_options)
             workers = options.pop("workers", 0)

@@ -4,4 +4,3 @@ from mammodet.models.builders import ARCHS, build_detector
 from mammodet.models.detector import FasterRCNNModule
 
 __all__ = ["ARCHS", "FasterRCNNModule", "build_detector"]
-from mammodet.models.density import DensityClassifier as DensityClassifier  # the density study (docs/density.md)

@@ -13,19 +13,21 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import logging
 import os
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
 from mammodet.data.cbis import CSV_FILES, CaseRow, load_cbis_ddsm
-from mammodet.data.dicom_write import write_dicom
 from mammodet.data.labels import box_from_mask, rescale_box
-from mammodet.data.synthetic_images import (
+from mammodet.synthetic.dicom_write import write_dicom
+from mammodet.synthetic.images import (
     CALC_DISTRIBUTIONS,
     CALC_TYPES,
     MASS_MARGINS,
@@ -35,6 +37,8 @@ from mammodet.data.synthetic_images import (
     render_mammogram,
     sample_lesions,
 )
+
+log = logging.getLogger(__name__)
 
 PLANTED_IDENTIFIERS = {
     "PatientName": "Synthetic^Jane^Q",
@@ -359,4 +363,15 @@ def generate(
         results = [_render_view(t) for t in tqdm(tasks, desc="synth")]
     truth = {"spec": asdict(spec), "images": {r["key"]: r for r in results}}
     (out / "synth_truth.json").write_text(json.dumps(truth, indent=1))
+    return out
+
+
+def ensure(out_dir: str | os.PathLike, workers: int = 0, **spec: Any) -> Path:
+    """``generate`` with ``SynthSpec(**spec)`` unless ``out_dir`` holds a finished dataset (``synth_truth.json``
+    is written last, so an interrupted generation is redone); the demo's ``synthesize`` step."""
+    out = Path(out_dir)
+    if (out / "synth_truth.json").is_file():
+        return out
+    generate(out, SynthSpec(**spec), workers=workers)
+    log.info(f"synthetic CBIS-DDSM written to {out} (csv/, dicom/, synth_truth.json)")
     return out

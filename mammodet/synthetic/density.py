@@ -12,15 +12,19 @@ density`` with A-D) and ``generic.csv`` (``image_path, label, patient_id``).
 from __future__ import annotations
 
 import csv
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from mammodet.data.dicom_write import write_dicom
-from mammodet.data.synthetic import DENSITY_FRACTIONS, PLANTED_IDENTIFIERS
-from mammodet.data.synthetic_images import MAX_VALUE, render_mammogram
+from mammodet.synthetic.cbis import DENSITY_FRACTIONS, PLANTED_IDENTIFIERS
+from mammodet.synthetic.dicom_write import write_dicom
+from mammodet.synthetic.images import MAX_VALUE, render_mammogram
+
+log = logging.getLogger(__name__)
 
 WINDOW = (1900.0, 3600.0)
 """VOI window (centre, width) written into the MONOCHROME2 files: the rendered tissue range."""
@@ -83,6 +87,16 @@ def generate(
     _write_csv(out_dir / "train.csv", ["patient_id", "image_id", "laterality", "view", "density"], rsna_rows)
     _write_csv(out_dir / "generic.csv", ["image_path", "label", "patient_id"], generic_rows)
     return out_dir / "train.csv"
+
+
+def ensure(out_dir: str | os.PathLike, **options: Any) -> Path:
+    """``generate`` unless ``out_dir`` holds a finished dataset (``generic.csv`` is written last, so an interrupted
+    generation is redone); returns ``train.csv``. The density demo's ``synthesize`` step."""
+    out = Path(out_dir)
+    if not (out / "generic.csv").is_file():
+        generate(out, **options)
+        log.info(f"synthetic density dataset written to {out} (train.csv, generic.csv, images/)")
+    return out / "train.csv"
 
 
 def _write_csv(path: Path, header: list[str], rows: list[list[str]]) -> None:

@@ -296,8 +296,6 @@ class DensityDataModule(L.LightningDataModule):
         image_gamma: DICOM display gamma (``read_dicom``).
         split: ``make_splits`` options: ``mode`` (``official`` for CBIS-DDSM, ``random_701515``), ``seed``,
             ``val_fraction``.
-        synthesize: ``mammodet.data.density_synthetic.generate`` options (with ``out_dir``), used when
-            ``csv_path`` does not exist; None: never.
         augment: ``mammodet.data.transforms.Augment`` options plus ``enabled``; training only.
         sampler_alpha: training images drawn with probability ``n_c ** -alpha`` (with replacement);
             0: plain shuffling, 1: classes equally often.
@@ -313,7 +311,6 @@ class DensityDataModule(L.LightningDataModule):
         crop_breast: bool = True,
         image_gamma: float = 0.8,
         split: Mapping[str, Any] | None = None,
-        synthesize: Mapping[str, Any] | None = None,
         augment: Mapping[str, Any] | None = None,
         sampler_alpha: float = 0.0,
         batch_size: int = 16,
@@ -336,23 +333,16 @@ class DensityDataModule(L.LightningDataModule):
         self.issues: list[DataIssue] = []
 
     def check_inputs(self) -> None:
-        """Fail at once, naming the config key and the path, when the labels or images are not there (synthetic
-        data is made only when ``synthesize`` is set)."""
+        """Fail at once, naming the config key and the path, when the labels or images are not there."""
         hp = self.hparams
-        if hp.synthesize is not None:
-            return
         paths = {"data.csv_path": hp.csv_path} | ({"data.image_root": hp.image_root} if hp.image_root else {})
         for key, path in paths.items():
             if not Path(path).exists():
                 raise FileNotFoundError(f"{key}={path} does not exist (relative paths start at {Path.cwd()})")
 
     def prepare_data(self) -> None:
-        """Generate the synthetic density dataset when ``synthesize`` is set and the CSV is missing."""
+        """Check the inputs (the data is read, not made, here)."""
         self.check_inputs()
-        if self.hparams.synthesize is not None and not Path(self.hparams.csv_path).exists():
-            from mammodet.data.density_synthetic import generate
-
-            generate(**dict(self.hparams.synthesize))
 
     def read_records(self) -> tuple[list[DensityRecord], list[DataIssue]]:
         """Records and issues of the configured source."""
