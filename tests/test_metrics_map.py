@@ -155,7 +155,9 @@ def test_xyxy_tensors_score_exactly_as_pycocotools_on_their_xywh(tmp_path: Path)
                 "iscrowd": 0,
             }
             for k, (i, b, c) in enumerate(
-                (i, b, c) for i, t in enumerate(targets) for b, c in zip(t["boxes"].tolist(), t["labels"].tolist())
+                (i, b, c)
+                for i, t in enumerate(targets)
+                for b, c in zip(t["boxes"].tolist(), t["labels"].tolist(), strict=True)
             )
         ],
     }

@@ -18,7 +18,14 @@ import numpy as np
 
 from mammodet.data.classes import CLASSES
 from mammodet.metrics.f1 import MatchRecords, f1_summary, image_counts, match_predictions
-from mammodet.metrics.froc import Interpolation, LesionRecords, froc_sensitivity, lesion_records
+from mammodet.metrics.froc import (
+    Interpolation,
+    LesionRecords,
+    check_interpolation,
+    froc_counts,
+    lesion_records,
+    weighted_sensitivity,
+)
 from mammodet.metrics.map import mean_average_precision
 from mammodet.metrics.matching import Criterion, Detections
 
@@ -32,7 +39,7 @@ def bootstrap_ci(
     n_boot: int = 1000,
     seed: int = 0,
     confidence: float = 0.95,
-    batch_size: int = 50,
+    batch_size: int = 200,
 ) -> tuple[float, float, float]:
     """(point estimate, low, high): the statistic on all images and its percentile interval over
     ``n_boot`` replicates that resample the groups (one id per image) with replacement.
@@ -89,9 +96,11 @@ def froc_records_statistic(
     records: LesionRecords, fp_rate: float = 1.0, label: int | None = None, interpolation: Interpolation = "step"
 ) -> Statistic:
     """FROC sensitivity at ``fp_rate`` FPs per image, overall (``label=None``) or for one class label."""
+    check_interpolation(interpolation)
+    counts = froc_counts(records, label)
 
     def statistic(weights: np.ndarray) -> np.ndarray:
-        return froc_sensitivity(records, weights, (fp_rate,), label, interpolation)[:, 0]
+        return weighted_sensitivity(counts, weights, (fp_rate,), interpolation)[:, 0]
 
     return statistic
 

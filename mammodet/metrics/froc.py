@@ -158,23 +158,29 @@ def _select(records: LesionRecords, label: int | None) -> tuple[np.ndarray, np.n
     return records.lesion_score[lesion], records.lesion_image[lesion], records.fp_score[fp], records.fp_image[fp]
 
 
-def froc_sensitivity(
-    records: LesionRecords,
-    image_weights: np.ndarray,
-    fp_rates: Sequence[float] = FROC_FP_RATES,
-    label: int | None = None,
-    interpolation: Interpolation = "step",
-) -> np.ndarray:
-    """Sensitivity at ``fp_rates`` for images counted ``image_weights`` (B, N) times: shape (B, R).
+@dataclass(frozen=True)
+class FrocCounts:
+    """Per-image counts at the K distinct detected-lesion scores t_1 > ... > t_K of one FROC (a class or all).
 
-    ``label`` selects a class; ``None`` is the class-agnostic overall FROC. Used by bootstrap replicates,
-    which only re-weight images and never re-match. Sensitivity changes only at the lesions' scores, so only
-    the K distinct detected-lesion scores t_1 > ... > t_K matter: per image, the detected lesions and the
-    false positives scoring >= t_k (and > t_k, for interpolation) are counted once, and every replicate's
-    counts are then one matrix product with its weights, (B, N) @ (N, K), instead of a sort and cumulative
-    sums over all predictions per replicate.
+    Sensitivity changes only at the lesions' scores, so a re-weighted FROC (bootstrap replicate) needs only
+    these: its counts are matrix products with the image weights, (B, N) @ (N, K), instead of a sort and
+    cumulative sums over all predictions per replicate.
     """
-    check_interpolation(interpolation)
+
+    lesions_at: np.ndarray
+    """(N, K) detected lesions of each image at threshold t_k (a lesion's best hit scores >= t_k)."""
+    fps_at: np.ndarray
+    """(N, K) false positives of each image scoring >= t_k."""
+    fps_above: np.ndarray
+    """(N, K) false positives of each image scoring > t_k (the curve point just before t_k)."""
+    lesions: np.ndarray
+    """(N,) lesions of each image."""
+    fps: np.ndarray
+    """(N,) false positives of each image."""
+
+
+def froc_counts(records: LesionRecords, label: int | None = None) -> FrocCounts:
+    """The :class:`FrocCounts` of a class ``label`` (``None``: the class-agnostic overall FROC)."""
     lesion_score, lesion_image, fp_score, fp_image = _select(records, label)
     num_images = records.num_images
     detected = np.isfinite(lesion_score)
@@ -187,34 +193,61 @@ def froc_sensitivity(
         return np.cumsum(flat.reshape(num_images, k_count + 1), axis=1)[:, :k_count].astype(np.float64)
 
     # With t descending, an item of score s counts (score >= t_k) from k = #{t > s}.
-    above = k_count - np.searchsorted(thresholds, fp_score, side="right")
-    det_rank = k_count - 1 - np.searchsorted(thresholds, lesion_score[detected], side="left")
-    lesions_at = image_weights @ counts(lesion_image[detected], det_rank)  # (B, K) detected at t_k
-    fps_at = image_weights @ counts(fp_image, above)  # (B, K) false positives at t_k
-    total_lesions = image_weights[:, lesion_image].sum(axis=1)
-    total_images = image_weights.sum(axis=1)
+    return FrocCounts(
+        lesions_at=counts(lesion_image[detected], k_count - 1 - np.searchsorted(thresholds, lesion_score[detected])),
+        fps_at=counts(fp_image, k_count - np.searchsorted(thresholds, fp_score, side="right")),
+        fps_above=counts(fp_image, k_count - np.searchsorted(thresholds, fp_score, side="left")),
+        lesions=np.bincount(lesion_image, minlength=num_images).astype(np.float64),
+        fps=np.bincount(fp_image, minlength=num_images).astype(np.float64),
+    )
+
+
+def weighted_sensitivity(
+    counts: FrocCounts,
+    image_weights: np.ndarray,
+    fp_rates: Sequence[float] = FROC_FP_RATES,
+    interpolation: Interpolation = "step",
+) -> np.ndarray:
+    """Sensitivity at ``fp_rates`` for images counted ``image_weights`` (B, N) times: shape (B, R)."""
+    check_interpolation(interpolation)
+    lesions_at, fps_at = image_weights @ counts.lesions_at, image_weights @ counts.fps_at  # (B, K)
+    total_lesions, total_images = image_weights @ counts.lesions, image_weights.sum(axis=1)
+    zeros = np.zeros((len(image_weights), 1))
     if interpolation == "step":
         budget = np.asarray(fp_rates, dtype=np.float64)[None, :] * total_images[:, None]
         # Both counts grow with k, so the best point is the last one within the FP budget (none: 0 detected).
         last = (fps_at[:, None, :] <= budget[:, :, None]).sum(axis=2) - 1
-        padded = np.concatenate([np.zeros((len(image_weights), 1)), lesions_at], axis=1)
-        found = np.take_along_axis(padded, last + 1, axis=1)
+        found = np.take_along_axis(np.concatenate([zeros, lesions_at], axis=1), last + 1, axis=1)
     else:
         # The curve's corners: (0, 0); per t_k the point before it, (FPs > t_k, detected at t_{k-1}), and its
         # own; the end (all false positives, all detected). The points between lie on these segments.
-        strictly_above = k_count - np.searchsorted(thresholds, fp_score, side="left")
-        fps_before = image_weights @ counts(fp_image, strictly_above)
-        zeros = np.zeros((len(image_weights), 1))
-        all_fps = image_weights[:, fp_image].sum(axis=1)[:, None]
+        fps_above = image_weights @ counts.fps_above
         previous = np.concatenate([zeros, lesions_at[:, :-1]], axis=1)
-        x = np.concatenate([zeros, np.stack([fps_before, fps_at], axis=2).reshape(len(zeros), -1), all_fps], axis=1)
-        last_detected = lesions_at[:, -1:] if k_count else zeros
-        y = np.concatenate([zeros, np.stack([previous, lesions_at], axis=2).reshape(len(zeros), -1), last_detected], 1)
+        last_detected = lesions_at[:, -1:] if lesions_at.shape[1] else zeros
+        x = np.stack([fps_above, fps_at], axis=2).reshape(len(zeros), -1)
+        x = np.concatenate([zeros, x, (image_weights @ counts.fps)[:, None]], axis=1)
+        y = np.stack([previous, lesions_at], axis=2).reshape(len(zeros), -1)
+        y = np.concatenate([zeros, y, last_detected], axis=1)
         found = np.stack(
             [np.interp(fp_rates, row_x / n, row_y) for row_x, row_y, n in zip(x, y, total_images, strict=True)]
         )
     with np.errstate(invalid="ignore", divide="ignore"):
         return found / total_lesions[:, None]
+
+
+def froc_sensitivity(
+    records: LesionRecords,
+    image_weights: np.ndarray,
+    fp_rates: Sequence[float] = FROC_FP_RATES,
+    label: int | None = None,
+    interpolation: Interpolation = "step",
+) -> np.ndarray:
+    """Sensitivity at ``fp_rates`` for images counted ``image_weights`` (B, N) times: shape (B, R).
+
+    ``label`` selects a class; ``None`` is the class-agnostic overall FROC. Used by bootstrap replicates,
+    which only re-weight images and never re-match (see :class:`FrocCounts`).
+    """
+    return weighted_sensitivity(froc_counts(records, label), image_weights, fp_rates, interpolation)
 
 
 def froc_curve(
