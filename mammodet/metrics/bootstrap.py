@@ -125,7 +125,7 @@ def map_statistic(
     """A :func:`~mammodet.metrics.map.mean_average_precision` key on replicates built by repeating images.
 
     Re-runs COCOeval per replicate (slow: keep ``n_boot`` small); the low-IoU run is skipped unless
-    ``key`` needs it. ``kwargs`` go to ``DetectionMAP``.
+    ``key`` needs it. ``kwargs`` go to :func:`~mammodet.metrics.map.mean_average_precision`.
     """
     if key.startswith(("map", "mar", "ap/", "ap_50/", "ap_75/")):
         kwargs.setdefault("low_iou_thresholds", ())
