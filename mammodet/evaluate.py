@@ -3,8 +3,9 @@
 ``ckpt_path=FILE [split=test]`` runs a checkpoint on a split's whole images (the checkpoint's datamodule
 settings, overridable by ``data.*``); ``annotations=COCO.json predictions=RESULTS.json [image_dir=DIR]``
 scores any detector's COCO results. Both then take the same path: predictions in COCO results format, in
-the annotation file's pixels, scored by :func:`mammodet.metrics.report.evaluate_detections`. Outputs are
-listed in :data:`OUTPUTS`; see ``docs/evaluation.md``.
+the annotation file's pixels, scored by :func:`mammodet.metrics.report.evaluate_detections` (the
+``DetectionEvaluator`` that validation logs, plus intervals). Outputs are listed in :data:`OUTPUTS`; see
+``docs/evaluation.md``. File mode imports neither torch nor Lightning (checkpoint mode does, when it runs).
 """
 
 from __future__ import annotations
@@ -15,14 +16,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import hydra
-import torch
 from omegaconf import DictConfig, OmegaConf
-from torch.utils.data import DataLoader
 
 from mammodet.config import CONFIG_DIR
-from mammodet.data.detection_dataset import FileSource, ImageRecord, ImageSource, collate
-from mammodet.data.preprocess import unmap_boxes
-from mammodet.metrics.coco_io import coco_results, predictions_from_results, read_annotations, read_json
+from mammodet.data.records import ImageRecord
+from mammodet.metrics.coco_io import (
+    coco_results,
+    predictions_from_results,
+    read_annotations,
+    read_ground_truth,
+    read_json,
+)
 from mammodet.metrics.plots import (
     draw_gallery,
     missed_lesions,
@@ -34,7 +38,10 @@ from mammodet.metrics.plots import (
 from mammodet.metrics.report import EvalSettings, evaluate_detections, markdown_table
 
 if TYPE_CHECKING:
+    import torch
+
     from mammodet.data.datamodule import DetectionDataModule
+    from mammodet.data.detection_dataset import ImageSource
 
 log = logging.getLogger(__name__)
 
@@ -66,11 +73,15 @@ OmegaConf.register_new_resolver("evaluate_out_dir", default_out_dir, replace=Tru
 
 def resolve_device(device: str) -> torch.device:
     """``auto``: the GPU when there is one, else the CPU."""
+    import torch
+
     return torch.device("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else torch.device(device)
 
 
 def checkpoint_datamodule(ckpt_path: Path, overrides: dict[str, Any]) -> DetectionDataModule:
     """The datamodule a checkpoint was trained with, with the non-null ``overrides`` applied."""
+    import torch
+
     from mammodet.data.datamodule import DetectionDataModule  # Lightning: imported only in checkpoint mode
 
     checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
@@ -81,13 +92,18 @@ def checkpoint_datamodule(ckpt_path: Path, overrides: dict[str, Any]) -> Detecti
     return DetectionDataModule(**settings)
 
 
-@torch.inference_mode()
 def predict_split(
     ckpt_path: str, split: str, data: dict[str, Any], device: str, batch_size: int, num_workers: int
 ) -> tuple[list[ImageRecord], tuple[str, ...], list[dict[str, Any]], ImageSource, Path]:
     """Run a checkpoint on a split's whole images (as validation does) and return its records, class names,
     predictions in the records' pixels, the image source and the annotation file."""
-    from mammodet.models import FasterRCNNModule  # Lightning: imported only in checkpoint mode
+    # torch, torchvision and Lightning are imported only in checkpoint mode: scoring files needs none of them.
+    import torch
+    from torch.utils.data import DataLoader
+
+    from mammodet.data.detection_dataset import collate
+    from mammodet.data.preprocess import unmap_boxes
+    from mammodet.models import FasterRCNNModule
 
     path = Path(ckpt_path)
     if not path.is_file():
@@ -101,19 +117,15 @@ def predict_split(
     torch_device = resolve_device(device)
     model = FasterRCNNModule.load_from_checkpoint(path, map_location=torch_device).eval()
     preds: list[dict[str, Any]] = []
-    for batch_idx, (images, targets) in enumerate(loader):
-        outputs = model.predict_step(([image.to(torch_device) for image in images], targets), batch_idx)
-        for image, output in zip(images, outputs, strict=True):
-            record = records[len(preds)]
-            scale = (image.shape[-1] / record.width, image.shape[-2] / record.height)
-            preds.append({**output, "boxes": unmap_boxes(output["boxes"].numpy(), None, scale)})
-        log.info("predicted %d/%d images", len(preds), len(records))
+    with torch.inference_mode():
+        for batch_idx, (images, targets) in enumerate(loader):
+            outputs = model.predict_step(([image.to(torch_device) for image in images], targets), batch_idx)
+            for image, output in zip(images, outputs, strict=True):
+                record = records[len(preds)]
+                scale = (image.shape[-1] / record.width, image.shape[-2] / record.height)
+                preds.append({**output, "boxes": unmap_boxes(output["boxes"].numpy(), None, scale)})
+            log.info("predicted %d/%d images", len(preds), len(records))
     return records, class_names, preds, dataset.source, annotations
-
-
-def targets_of(records: list[ImageRecord]) -> list[dict[str, Any]]:
-    """Ground-truth dicts of the records (their own pixels)."""
-    return [{"boxes": record.boxes, "labels": record.labels} for record in records]
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
@@ -131,24 +143,38 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             cfg.ckpt_path, cfg.split, data, cfg.device, cfg.batch_size, cfg.num_workers
         )
         results = coco_results(records, raw)
+        records, class_names, targets = read_ground_truth(annotations)
         origin = {"mode": "checkpoint", "checkpoint": str(cfg.ckpt_path), "split": cfg.split}
     else:
         if cfg.get("annotations") is None or cfg.get("predictions") is None:
             raise ValueError("file mode needs both annotations=COCO.json and predictions=RESULTS.json")
         annotations = Path(cfg.annotations)
-        records, class_names = read_annotations(annotations)
+        records, class_names, targets = read_ground_truth(annotations)
         results = read_json(cfg.predictions, "predictions")
-        source = FileSource(cfg.image_dir) if cfg.get("image_dir") else None
+        source = None
+        if cfg.get("image_dir"):
+            from mammodet.data.detection_dataset import FileSource  # torch: only to draw the galleries
+
+            source = FileSource(cfg.image_dir)
         origin = {"mode": "files", "predictions": str(cfg.predictions)}
     preds_path = out_dir / "predictions.json"
     # Checkpoint predictions are scored as written, so re-scoring predictions.json gives the same numbers.
     preds = predictions_from_results(
         results, records, len(class_names), preds_path if checkpoint_mode else Path(cfg.predictions)
     )
-    settings = EvalSettings(cfg.score_threshold, cfg.iou_threshold, cfg.criterion, cfg.n_boot, cfg.confidence, cfg.seed)
-    targets = targets_of(records)
+    settings = EvalSettings(
+        cfg.score_threshold,
+        cfg.iou_threshold,
+        cfg.criterion,
+        cfg.n_boot,
+        cfg.confidence,
+        cfg.seed,
+        tuple(cfg.froc_fp_rates),
+        cfg.froc_interpolation,
+    )
     groups = [record.patient_id or f"image {record.image_id}" for record in records]
-    evaluation = evaluate_detections(preds, targets, groups, class_names, settings)
+    image_ids = [record.image_id for record in records]
+    evaluation = evaluate_detections(preds, targets, groups, class_names, settings, image_ids)
     metrics = {**evaluation.metrics, "source": {**origin, "annotations": str(annotations)}}
 
     table = markdown_table(metrics)

@@ -16,11 +16,10 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from torch import Tensor
 from torch.utils.data import DataLoader
-from torchmetrics.detection import MeanAveragePrecision
 
 from mammodet.models import FasterRCNNModule, builders
 from mammodet.models.builders import build_detector
-from mammodet.models.detector import draw_detections, map_log_values
+from mammodet.models.detector import draw_detections
 from mammodet.models.optim import lr_factor
 from mammodet.models.roi_stats import fast_rcnn_accuracy
 
@@ -207,20 +206,6 @@ def test_validation_logs_map_keys_and_images(tmp_path: Path) -> None:
     events = EventAccumulator(logger.log_dir, size_guidance={"images": 0})
     events.Reload()
     assert set(events.Tags()["images"]) == {"val/images/0", "val/images/1"}
-
-
-def test_map_log_values_per_class_ap_50() -> None:
-    metric = MeanAveragePrecision(iou_type="bbox", class_metrics=True, extended_summary=True)
-    a, b = [10.0, 10.0, 40.0, 40.0], [60.0, 60.0, 90.0, 100.0]
-    target = {"boxes": torch.tensor([a, b]), "labels": torch.tensor([1, 3])}
-    prediction = {"boxes": torch.tensor([a, b]), "scores": torch.tensor([0.8, 0.9]), "labels": torch.tensor([2, 3])}
-    metric.update([prediction], [target])
-    values = map_log_values(metric.compute())
-
-    assert values["ap_50/calcification"] == pytest.approx(0.0)  # its only box was called mass_low
-    assert values["ap_50/mass_high"] == pytest.approx(1.0)
-    assert values["ap_50/mass_low"] == pytest.approx(-1.0)  # no ground truth: undefined
-    assert values["map_50"] == pytest.approx(0.5)
 
 
 def test_coco_weights_offline_raise_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:

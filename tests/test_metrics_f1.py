@@ -1,4 +1,4 @@
-"""DetectionF1: greedy matcher against a plain reference, hand-computed confusion matrix, 0/0 rules, merging."""
+"""Detection F1: greedy matcher against a plain reference, hand-computed confusion matrix, 0/0 rules."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from mammodet.metrics import DetectionF1, detection_f1
+from mammodet.metrics import detection_f1
 
 NUM_CLASSES = 3
 
@@ -248,25 +248,9 @@ def test_zero_division_conventions() -> None:
     assert nothing["confusion_matrix"].sum() == 0
 
 
-def test_merged_states_equal_one_instance() -> None:
-    preds, targets = random_case(np.random.default_rng(1), 20)
-    whole = DetectionF1(score_threshold=0.4)
-    whole.update(preds, targets)
-    first, second = DetectionF1(score_threshold=0.4), DetectionF1(score_threshold=0.4)
-    first.update(preds[:7], targets[:7])
-    second.update(preds[7:12], targets[7:12])
-    second.update(preds[12:], targets[12:])
-    first.merge_state(second)
-    merged, expected = first.compute(), whole.compute()
-    assert torch.equal(merged.pop("confusion_matrix"), expected.pop("confusion_matrix"))
-    for name, values in expected.pop("per_class").items():
-        assert merged["per_class"][name] == pytest.approx(values, nan_ok=True)
-    assert {k: merged[k] for k in expected} == pytest.approx(expected, nan_ok=True)
-
-
 def test_rejects_bad_input() -> None:
     preds, _ = hand_case()
     with pytest.raises(ValueError, match="criterion"):
-        DetectionF1(criterion="giou")
+        detection_f1(preds, preds, criterion="giou")
     with pytest.raises(ValueError, match="labels"):
         detection_f1(preds, [{"boxes": torch.tensor([box(0, 0, 1, 1)]), "labels": torch.tensor([4])}] * 3)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from mammodet.metrics import FROC, FROC_FP_RATES, froc
+from mammodet.metrics import FROC_FP_RATES, froc
 
 NO_BOXES = torch.zeros(0, 4)
 NO_LABELS = torch.zeros(0, dtype=torch.int64)
@@ -99,19 +99,3 @@ def test_no_predictions_at_all() -> None:
     result = froc([image([], [], []), image([], [], [])], [image([L1], [1]), image([], [])])
     assert result["fps_per_image"].tolist() == [0.0] and result["sensitivity"].tolist() == [0.0]
     assert result["cpm"] == 0.0
-
-
-def test_merged_states_equal_one_instance() -> None:
-    preds, targets = hand_case()
-    whole = FROC()
-    whole.update(preds, targets)
-    first, second = FROC(), FROC()
-    first.update(preds[:2], targets[:2])
-    second.update(preds[2:], targets[2:])
-    first.merge_state(second)
-    merged, expected = first.compute(), whole.compute()
-    for name in ("calcification", "mass_low", "mass_high", None):
-        got, want = (merged, expected) if name is None else (merged["per_class"][name], expected["per_class"][name])
-        for key in ("fps_per_image", "sensitivity", "thresholds"):
-            np.testing.assert_array_equal(got[key], want[key])
-        assert got["sensitivity_at"] == pytest.approx(want["sensitivity_at"], nan_ok=True)

@@ -1,27 +1,50 @@
-"""Detection metrics: F1 with greedy matching, lesion-level FROC, COCO mAP and patient bootstrap intervals."""
+"""Detection metrics: one evaluator (COCO mAP by pycocotools, F1 with greedy matching, lesion-level FROC) and
+patient bootstrap intervals. NumPy and pycocotools only (no torch import)."""
 
-from mammodet.metrics.ap_bootstrap import ap_statistic
-from mammodet.metrics.bootstrap import bootstrap_ci, f1_statistic, froc_statistic, map_statistic
-from mammodet.metrics.f1 import DetectionF1, MatchRecords, detection_f1, f1_summary, match_predictions
-from mammodet.metrics.froc import FROC, FROC_FP_RATES, LesionRecords, froc, froc_curve, lesion_records
-from mammodet.metrics.map import DetectionMAP, mean_average_precision
+from mammodet.metrics.ap_bootstrap import ap_statistic, cocoeval_ap_statistic
+from mammodet.metrics.bootstrap import (
+    bootstrap_ci,
+    f1_records_statistic,
+    f1_statistic,
+    froc_records_statistic,
+    froc_statistic,
+    map_statistic,
+)
+from mammodet.metrics.evaluator import DetectionEvaluator, EvaluatorResult
+from mammodet.metrics.f1 import MatchRecords, detection_f1, f1_result, f1_summary, match_predictions
+from mammodet.metrics.froc import (
+    CAMELYON_FP_RATES,
+    FROC_FP_RATES,
+    LesionRecords,
+    froc,
+    froc_curve,
+    froc_result,
+    lesion_records,
+)
+from mammodet.metrics.map import coco_values, mean_average_precision, run_cocoeval
 from mammodet.metrics.matching import Criterion, greedy_match, hit_matrix
 
 __all__ = [
-    "FROC",
+    "CAMELYON_FP_RATES",
     "FROC_FP_RATES",
     "Criterion",
-    "DetectionF1",
-    "DetectionMAP",
+    "DetectionEvaluator",
+    "EvaluatorResult",
     "LesionRecords",
     "MatchRecords",
     "ap_statistic",
     "bootstrap_ci",
+    "coco_values",
+    "cocoeval_ap_statistic",
     "detection_f1",
+    "f1_records_statistic",
+    "f1_result",
     "f1_statistic",
     "f1_summary",
     "froc",
     "froc_curve",
+    "froc_records_statistic",
+    "froc_result",
     "froc_statistic",
     "greedy_match",
     "hit_matrix",
@@ -29,4 +52,5 @@ __all__ = [
     "map_statistic",
     "match_predictions",
     "mean_average_precision",
+    "run_cocoeval",
 ]

@@ -2,7 +2,9 @@
 
 Images of one patient are correlated, so replicates resample *groups* (patients) with replacement. A
 replicate is expressed as image weights: how many times each image was drawn (its group's count). F1 and
-FROC statistics match once and only re-weight per-image counts per replicate; mAP re-runs COCOeval.
+FROC statistics match once and only re-weight per-image counts per replicate (``*_records_statistic`` take the
+evaluator's matches, so nothing is matched twice); ``map_statistic`` re-runs COCOeval (the reference that
+:mod:`~mammodet.metrics.ap_bootstrap` is tested against).
 Intervals are percentile intervals over the replicates; replicates where the statistic is undefined
 (NaN, e.g. no lesion drawn) are left out.
 """
@@ -15,8 +17,15 @@ from typing import Any
 import numpy as np
 
 from mammodet.data.classes import CLASSES
-from mammodet.metrics.f1 import f1_summary, image_counts, match_predictions
-from mammodet.metrics.froc import froc_sensitivity, lesion_records
+from mammodet.metrics.f1 import MatchRecords, f1_summary, image_counts, match_predictions
+from mammodet.metrics.froc import (
+    Interpolation,
+    LesionRecords,
+    check_interpolation,
+    froc_counts,
+    lesion_records,
+    weighted_sensitivity,
+)
 from mammodet.metrics.map import mean_average_precision
 from mammodet.metrics.matching import Criterion, Detections
 
@@ -30,7 +39,7 @@ def bootstrap_ci(
     n_boot: int = 1000,
     seed: int = 0,
     confidence: float = 0.95,
-    batch_size: int = 50,
+    batch_size: int = 200,
 ) -> tuple[float, float, float]:
     """(point estimate, low, high): the statistic on all images and its percentile interval over
     ``n_boot`` replicates that resample the groups (one id per image) with replacement.
@@ -57,6 +66,18 @@ def bootstrap_ci(
     return point, float(low), float(high)
 
 
+def f1_records_statistic(
+    records: MatchRecords, average: str = "f1_macro", score_threshold: float = 0.5, num_classes: int = len(CLASSES)
+) -> Statistic:
+    """Aggregate F1 (``f1_macro``, ``f1_weighted`` or ``f1_micro``) of re-weighted per-image counts."""
+    tp, fp, fn = image_counts(records, score_threshold, num_classes)
+
+    def statistic(weights: np.ndarray) -> np.ndarray:
+        return f1_summary(weights @ tp, weights @ fp, weights @ fn)[average]
+
+    return statistic
+
+
 def f1_statistic(
     preds: Sequence[Detections],
     targets: Sequence[Detections],
@@ -66,12 +87,20 @@ def f1_statistic(
     criterion: Criterion = "iou",
     num_classes: int = len(CLASSES),
 ) -> Statistic:
-    """Aggregate F1 (``f1_macro``, ``f1_weighted`` or ``f1_micro``) of re-weighted per-image counts."""
+    """:func:`f1_records_statistic` of lists of per-image dicts."""
     records = match_predictions(preds, targets, iou_threshold, criterion)
-    tp, fp, fn = image_counts(records, score_threshold, num_classes)
+    return f1_records_statistic(records, average, score_threshold, num_classes)
+
+
+def froc_records_statistic(
+    records: LesionRecords, fp_rate: float = 1.0, label: int | None = None, interpolation: Interpolation = "step"
+) -> Statistic:
+    """FROC sensitivity at ``fp_rate`` FPs per image, overall (``label=None``) or for one class label."""
+    check_interpolation(interpolation)
+    counts = froc_counts(records, label)
 
     def statistic(weights: np.ndarray) -> np.ndarray:
-        return f1_summary(weights @ tp, weights @ fp, weights @ fn)[average]
+        return weighted_sensitivity(counts, weights, (fp_rate,), interpolation)[:, 0]
 
     return statistic
 
@@ -83,14 +112,11 @@ def froc_statistic(
     label: int | None = None,
     iou_threshold: float = 0.5,
     criterion: Criterion = "iou",
+    interpolation: Interpolation = "step",
 ) -> Statistic:
-    """FROC sensitivity at ``fp_rate`` FPs per image, overall (``label=None``) or for one class label."""
+    """:func:`froc_records_statistic` of lists of per-image dicts."""
     records = lesion_records(preds, targets, iou_threshold, criterion)
-
-    def statistic(weights: np.ndarray) -> np.ndarray:
-        return froc_sensitivity(records, weights, (fp_rate,), label)[:, 0]
-
-    return statistic
+    return froc_records_statistic(records, fp_rate, label, interpolation)
 
 
 def map_statistic(
@@ -99,9 +125,9 @@ def map_statistic(
     """A :func:`~mammodet.metrics.map.mean_average_precision` key on replicates built by repeating images.
 
     Re-runs COCOeval per replicate (slow: keep ``n_boot`` small); the low-IoU run is skipped unless
-    ``key`` needs it. ``kwargs`` go to ``DetectionMAP``.
+    ``key`` needs it. ``kwargs`` go to :func:`~mammodet.metrics.map.mean_average_precision`.
     """
-    if key.startswith(("map", "ap_50/", "ap_75/")):
+    if key.startswith(("map", "mar", "ap/", "ap_50/", "ap_75/")):
         kwargs.setdefault("low_iou_thresholds", ())
 
     def statistic(weights: np.ndarray) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Classification metrics robust to class imbalance (BI-RADS density), as plain functions over tensors.
+"""Classification metrics robust to class imbalance (BI-RADS density), computed by torchmetrics' functional API.
 
 Conventions, each matching scikit-learn (the tests compare on random cases):
 - ``confusion_matrix``: rows are true classes, columns predicted ones (``sklearn.metrics.confusion_matrix``).
@@ -8,12 +8,18 @@ Conventions, each matching scikit-learn (the tests compare on random cases):
 - ``kappa``: Cohen's kappa with quadratic weights ``(i - j)**2`` on the class indices, so the ordinal distance
   A..D counts even when a class is missing (``cohen_kappa_score(weights="quadratic", labels=range(K))``);
   NaN when its expected disagreement is 0.
-- one-vs-rest AUC per class from the ranks of its probability (ties count half, as the trapezoidal ROC);
-  a class without positives or without negatives has no AUC (NaN) and ``auc_ovr``, the macro average, is
-  taken over the others, which the report names (``roc_auc_score(multi_class="ovr")`` when all are present;
-  with two classes, the binary ``roc_auc_score`` of the second class's probability).
+- one-vs-rest AUC per class (ties count half, as the trapezoidal ROC); a class without positives or without
+  negatives has no AUC (NaN) and ``auc_ovr``, the macro average, is taken over the others, which the report
+  names (``roc_auc_score(multi_class="ovr")`` when all are present; with two classes, the binary
+  ``roc_auc_score`` of the second class's probability).
 - precision, recall and F1 per class with 0 for 0/0 (``zero_division=0``); ``macro_f1`` averages F1 over the
   classes present in the targets or the predictions (``f1_score(average="macro")``).
+
+torchmetrics computes the counts (``multiclass_confusion_matrix``, ``multiclass_stat_scores``), the kappa
+(``multiclass_cohen_kappa``) and the AUCs (``binary_auroc``); this module divides the counts in float64 (torchmetrics
+divides in float32) and chooses the classes that a macro average or an undefined value concerns, where
+scikit-learn's conventions differ from torchmetrics' defaults. Kappa and AUC therefore agree with scikit-learn to
+float32 rounding (about 1e-7), the other values to float64 rounding.
 """
 
 from __future__ import annotations
@@ -24,6 +30,12 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torchmetrics.functional.classification import (
+    binary_auroc,
+    multiclass_cohen_kappa,
+    multiclass_confusion_matrix,
+    multiclass_stat_scores,
+)
 
 SCALAR_METRICS = ("accuracy", "bal_acc", "bal_acc_adj", "kappa", "auc_ovr", "macro_f1", "pred_unique")
 """The report's scalar metrics, logged every validation epoch."""
@@ -34,32 +46,28 @@ PER_CLASS_METRICS = ("precision", "recall", "f1", "auc")
 
 def confusion_matrix(target: Tensor, preds: Tensor, num_classes: int) -> Tensor:
     """``[K, K]`` int64 counts: entry (i, j) is the number of samples of true class i predicted as j."""
-    index = target.long().reshape(-1) * num_classes + preds.long().reshape(-1)
-    return torch.bincount(index.cpu(), minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+    return multiclass_confusion_matrix(preds.long().reshape(-1).cpu(), target.long().reshape(-1).cpu(), num_classes)
 
 
 def _ratio(numerator: Tensor, denominator: Tensor) -> Tensor:
-    """Elementwise ``numerator / denominator`` with 0 where the denominator is 0."""
+    """Elementwise ``numerator / denominator`` in float64, 0 where the denominator is 0 (``zero_division=0``)."""
+    numerator, denominator = numerator.double(), denominator.double()
     return torch.where(denominator > 0, numerator / denominator.clamp_min(1), torch.zeros_like(numerator))
 
 
-def precision_recall_f1(confusion: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Per-class precision, recall and F1 (float64) of a confusion matrix, 0 where undefined."""
-    confusion = confusion.double()
-    hits = confusion.diagonal()
-    precision = _ratio(hits, confusion.sum(dim=0))
-    recall = _ratio(hits, confusion.sum(dim=1))
-    f1 = _ratio(2 * hits, confusion.sum(dim=0) + confusion.sum(dim=1))
-    return precision, recall, f1
+def precision_recall_f1(target: Tensor, preds: Tensor, num_classes: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-class precision, recall and F1 (float64, 0 where undefined) of torchmetrics' per-class counts."""
+    tp, fp, _, fn, _ = multiclass_stat_scores(preds, target, num_classes, average="none").unbind(dim=1)
+    return _ratio(tp, tp + fp), _ratio(tp, tp + fn), _ratio(2 * tp, 2 * tp + fp + fn)
 
 
-def balanced_accuracy(confusion: Tensor, adjusted: bool = False) -> float:
-    """Mean recall over the classes present in the targets; ``adjusted``: chance 0, perfect 1 (NaN if K < 2)."""
-    support = confusion.sum(dim=1)
+def balanced_accuracy(recall: Tensor, support: Tensor, adjusted: bool = False) -> float:
+    """Mean ``recall`` over the classes present in the targets (``support`` > 0); ``adjusted``: chance 0,
+    perfect 1 (NaN if fewer than two classes are present)."""
     present = support > 0
     if not present.any():
         return math.nan
-    score = float((confusion.diagonal()[present].double() / support[present]).mean())
+    score = float(recall[present].mean())
     if not adjusted:
         return score
     classes = int(present.sum())
@@ -68,44 +76,36 @@ def balanced_accuracy(confusion: Tensor, adjusted: bool = False) -> float:
     return (score - 1 / classes) / (1 - 1 / classes)
 
 
-def quadratic_kappa(confusion: Tensor) -> float:
+def quadratic_kappa(target: Tensor, preds: Tensor, num_classes: int, confusion: Tensor) -> float:
     """Cohen's kappa with quadratic weights on the class indices; NaN when the expected disagreement is 0."""
-    confusion = confusion.double()
     total = confusion.sum()
     if total == 0:
         return math.nan
-    index = torch.arange(confusion.shape[0], dtype=torch.float64)
-    weights = (index[:, None] - index[None, :]) ** 2
-    expected = torch.outer(confusion.sum(dim=1), confusion.sum(dim=0)) / total
-    disagreement = float((weights * expected).sum())
-    if disagreement == 0:
+    index = torch.arange(num_classes, dtype=torch.float64)
+    expected = torch.outer(confusion.sum(dim=1).double(), confusion.sum(dim=0).double()) / total
+    if float(((index[:, None] - index[None, :]) ** 2 * expected).sum()) == 0:
         return math.nan
-    return 1 - float((weights * confusion).sum()) / disagreement
+    return float(multiclass_cohen_kappa(preds, target, num_classes, weights="quadratic"))
 
 
 def binary_auc(scores: Tensor, positive: Tensor) -> float:
-    """ROC AUC of ``scores`` for the ``positive`` mask (Mann-Whitney with tied ranks averaged); NaN if one-sided."""
-    scores = scores.double().reshape(-1).cpu()
+    """ROC AUC of ``scores`` for the ``positive`` mask (tied scores count half); NaN if one-sided."""
     positive = positive.bool().reshape(-1).cpu()
-    n_pos = int(positive.sum())
-    n_neg = positive.numel() - n_pos
-    if n_pos == 0 or n_neg == 0:
+    if positive.all() or not positive.any():
         return math.nan
-    _, inverse, counts = torch.unique(scores, return_inverse=True, return_counts=True)
-    ends = counts.cumsum(0).double()
-    mean_rank = ends - (counts.double() - 1) / 2  # 1-based rank of each distinct value, ties averaged
-    rank_sum = float(mean_rank[inverse][positive].sum())
-    return (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+    return float(binary_auroc(scores.double().reshape(-1).cpu(), positive.long()))
 
 
 def auc_one_vs_rest(probs: Tensor, target: Tensor) -> Tensor:
     """One-vs-rest AUC of each class (float64 ``[K]``), NaN for a class absent from or alone in the targets.
 
-    With two classes both come from the second class's probability, as scikit-learn's binary AUC: the first
-    class's own probability can break ties differently (saturated softmax outputs) and disagree slightly.
+    With two classes both are the AUC of the second class's probability, as scikit-learn's binary AUC (the AUC
+    of class 0 by the score ``-p1`` equals it, ties included): the first class's own probability can break ties
+    differently (saturated softmax outputs) and disagree slightly.
     """
-    scores = torch.stack([-probs[:, 1], probs[:, 1]], dim=1) if probs.shape[1] == 2 else probs
-    return torch.tensor([binary_auc(scores[:, k], target == k) for k in range(probs.shape[1])], dtype=torch.float64)
+    if probs.shape[1] == 2:
+        return torch.tensor([binary_auc(probs[:, 1], target == 1)] * 2, dtype=torch.float64)
+    return torch.tensor([binary_auc(probs[:, k], target == k) for k in range(probs.shape[1])], dtype=torch.float64)
 
 
 def classification_report(probs: Tensor, target: Tensor, class_names: Sequence[str]) -> dict[str, Any]:
@@ -124,7 +124,7 @@ def classification_report(probs: Tensor, target: Tensor, class_names: Sequence[s
     preds = probs.argmax(dim=1)
     confusion = confusion_matrix(target, preds, num_classes)
     target_counts, pred_counts = confusion.sum(dim=1), confusion.sum(dim=0)
-    precision, recall, f1 = precision_recall_f1(confusion)
+    precision, recall, f1 = precision_recall_f1(target, preds, num_classes)
     seen = (target_counts > 0) | (pred_counts > 0)
     auc = auc_one_vs_rest(probs, target)
     defined = ~auc.isnan()
@@ -139,9 +139,9 @@ def classification_report(probs: Tensor, target: Tensor, class_names: Sequence[s
     report: dict[str, Any] = {
         "n": n,
         "accuracy": float(confusion.diagonal().sum()) / n if n else math.nan,
-        "bal_acc": balanced_accuracy(confusion),
-        "bal_acc_adj": balanced_accuracy(confusion, adjusted=True),
-        "kappa": quadratic_kappa(confusion),
+        "bal_acc": balanced_accuracy(recall, target_counts),
+        "bal_acc_adj": balanced_accuracy(recall, target_counts, adjusted=True),
+        "kappa": quadratic_kappa(target, preds, num_classes, confusion),
         "auc_ovr": float(auc[defined].mean()) if defined.any() else math.nan,
         "macro_f1": float(f1[seen].mean()) if seen.any() else math.nan,
         "pred_unique": int((pred_counts > 0).sum()),

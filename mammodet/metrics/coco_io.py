@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from mammodet.data.detection_dataset import ImageRecord, load_records
+from mammodet.data.records import ImageRecord, load_records
 
 
 def read_json(path: str | os.PathLike, what: str) -> Any:
@@ -46,6 +46,14 @@ def read_annotations(path: str | os.PathLike) -> tuple[list[ImageRecord], tuple[
     Images need ``id``, ``file_name``, ``width`` and ``height``; category ids must be ``1..K`` (their order
     gives the class names).
     """
+    records, class_names, _ = read_ground_truth(path)
+    return records, class_names
+
+
+def read_ground_truth(path: str | os.PathLike) -> tuple[list[ImageRecord], tuple[str, ...], list[dict[str, Any]]]:
+    """:func:`read_annotations` plus each record's ground truth as scored: ``boxes`` (xyxy), ``labels`` and, as
+    in the file, ``bbox`` ([x, y, w, h], float64), ``iscrowd`` and ``area`` (``w * h`` where the file has none),
+    so that COCO mAP sees the file's numbers as pycocotools would."""
     path = Path(path)
     coco = read_json(path, "COCO annotations")
     if not isinstance(coco, dict) or not isinstance(coco.get("images"), list) or not coco["images"]:
@@ -63,6 +71,7 @@ def read_annotations(path: str | os.PathLike) -> tuple[list[ImageRecord], tuple[
     annotations = coco.get("annotations", [])
     if not isinstance(annotations, list):
         raise ValueError(f"{path}: 'annotations' must be a list")
+    by_image: dict[Any, list[dict[str, Any]]] = {}
     for annotation in annotations:
         if annotation.get("image_id") not in image_ids:
             raise ValueError(
@@ -74,7 +83,22 @@ def read_annotations(path: str | os.PathLike) -> tuple[list[ImageRecord], tuple[
             )
         if not _check_box(annotation.get("bbox")):
             raise ValueError(f"{path}: annotation {annotation.get('id')} needs bbox [x, y, w, h] with w, h >= 0")
-    return load_records(path), tuple(str(c.get("name", c["id"])) for c in categories)
+        by_image.setdefault(annotation["image_id"], []).append(annotation)
+    records = load_records(path)
+    targets = []
+    for record in records:
+        anns = by_image.get(record.image_id, [])
+        bbox = np.array([a["bbox"] for a in anns], dtype=np.float64).reshape(-1, 4)
+        targets.append(
+            {
+                "boxes": np.concatenate([bbox[:, :2], bbox[:, :2] + bbox[:, 2:]], axis=1),
+                "labels": np.array([a["category_id"] for a in anns], dtype=np.int64),
+                "bbox": bbox,
+                "iscrowd": np.array([bool(a.get("iscrowd", 0)) for a in anns], dtype=bool),
+                "area": np.array([a.get("area", a["bbox"][2] * a["bbox"][3]) for a in anns], dtype=np.float64),
+            }
+        )
+    return records, tuple(str(c.get("name", c["id"])) for c in categories), targets
 
 
 def read_predictions(
@@ -99,8 +123,9 @@ def _entry_problem(result: Any, num_classes: int) -> str | None:
 def predictions_from_results(
     results: Any, records: list[ImageRecord], num_classes: int, path: Path
 ) -> list[dict[str, np.ndarray]]:
-    """Per-record ``dict(boxes [M, 4] xyxy, scores [M], labels [M])`` (float64, int64) of a COCO results list
-    read from ``path`` (named in errors).
+    """Per-record ``dict(boxes [M, 4] xyxy, scores [M], labels [M], bbox [M, 4])`` (float64, int64; ``bbox`` the
+    results' ``[x, y, w, h]`` as given, which COCO mAP uses) of a COCO results list read from ``path`` (named in
+    errors), each image's results in file order.
 
     Images without results get no predictions; results for images not in ``records`` are an error. Fields are
     gathered and checked as arrays (fast for 10^5 entries); the first bad entry is then named.
@@ -134,12 +159,17 @@ def predictions_from_results(
             if problem:
                 raise ValueError(f"{path}: entry {k} {problem}")
     order = np.argsort(image, kind="stable")
-    xyxy = np.concatenate([boxes[:, :2], boxes[:, :2] + boxes[:, 2:]], axis=1)[order]
+    boxes = boxes[order]
+    xyxy = np.concatenate([boxes[:, :2], boxes[:, :2] + boxes[:, 2:]], axis=1)
     splits = np.cumsum(np.bincount(image, minlength=len(records)))[:-1]
     return [
-        {"boxes": b, "scores": s, "labels": lab.astype(np.int64)}
-        for b, s, lab in zip(
-            np.split(xyxy, splits), np.split(scores[order], splits), np.split(labels[order], splits), strict=True
+        {"boxes": b, "scores": s, "labels": lab.astype(np.int64), "bbox": xywh}
+        for b, s, lab, xywh in zip(
+            np.split(xyxy, splits),
+            np.split(scores[order], splits),
+            np.split(labels[order], splits),
+            np.split(boxes, splits),
+            strict=True,
         )
     ]
 

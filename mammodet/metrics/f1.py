@@ -24,20 +24,18 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
-from torchmetrics import Metric
 
 from mammodet.data.classes import CLASSES
 from mammodet.metrics.matching import (
     Criterion,
     Detections,
     boxes_of,
-    cat_state,
     check_criterion,
     check_labels,
     greedy_match,
     hit_matrix,
     labels_of,
+    lesions_of,
     scores_of,
 )
 
@@ -80,8 +78,9 @@ def match_predictions(
     for pred, target in zip(preds, targets, strict=True):
         scores = scores_of(pred)
         order = np.argsort(-scores, kind="stable")
-        labels, gt_labels = labels_of(pred)[order], labels_of(target)
-        iou, hit = hit_matrix(boxes_of(pred)[torch.from_numpy(order)], boxes_of(target), iou_threshold, criterion)
+        gt_boxes, gt_labels = lesions_of(target)
+        labels = labels_of(pred)[order]
+        iou, hit = hit_matrix(boxes_of(pred)[order], gt_boxes, iou_threshold, criterion)
         same_class = labels[:, None] == gt_labels[None, :]
         tp = greedy_match(iou, hit & same_class) >= 0
         # Index -1 (unmatched) picks the appended background label 0.
@@ -185,92 +184,54 @@ def confusion_matrix(
     return cm
 
 
-class DetectionF1(Metric):
-    """Per-class precision/recall/F1 at a score threshold, best thresholds and a confusion matrix.
+def f1_result(records: MatchRecords, score_threshold: float, class_names: Sequence[str]) -> dict[str, Any]:
+    """Precision/recall/F1 of matched predictions at ``score_threshold``, best thresholds, confusion matrix.
 
-    States are concatenated per-prediction records and summed ground-truth counts, so DDP sync and
-    ``merge_state`` are exact. ``compute`` returns ``f1_macro``, ``f1_weighted``, ``f1_micro`` (floats),
-    ``per_class`` {name: {precision, recall, f1, tp, fp, fn, support, best_threshold, best_f1}} and
-    ``confusion_matrix`` (int64 tensor, (C+1, C+1), index 0 background, rows ground truth).
+    Returns ``f1_macro``, ``f1_weighted``, ``f1_micro`` (floats), ``per_class`` {name: {precision, recall,
+    f1, tp, fp, fn, support, best_threshold, best_f1}} and ``confusion_matrix`` (int64 array, (C+1, C+1),
+    index 0 background, rows ground truth).
     """
-
-    is_differentiable = False
-    higher_is_better = True
-    full_state_update = False
-
-    def __init__(
-        self,
-        score_threshold: float = 0.5,
-        iou_threshold: float = 0.5,
-        criterion: Criterion = "iou",
-        class_names: Sequence[str] = CLASSES,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
-        check_criterion(criterion)
-        self.score_threshold = score_threshold
-        self.iou_threshold = iou_threshold
-        self.criterion: Criterion = criterion
-        self.class_names = tuple(class_names)
-        for name in ("pred_label", "pred_score", "pred_tp", "pred_gt_label"):
-            self.add_state(name, default=[], dist_reduce_fx="cat")
-        self.add_state(
-            "gt_count", default=torch.zeros(len(self.class_names) + 1, dtype=torch.int64), dist_reduce_fx="sum"
-        )
-
-    def update(self, preds: Sequence[Detections], targets: Sequence[Detections]) -> None:
-        """Match one batch of per-image prediction and target dicts."""
-        records = match_predictions(preds, targets, self.iou_threshold, self.criterion)
-        num_classes = len(self.class_names)
-        check_labels(records.pred_label, num_classes)
-        check_labels(records.gt_label, num_classes)
-        # States live on the metric's device so that DDP (NCCL) can gather them.
-        for name, values in (
-            ("pred_label", records.pred_label),
-            ("pred_score", records.pred_score),
-            ("pred_tp", records.pred_tp.astype(np.uint8)),
-            ("pred_gt_label", records.pred_gt_label),
-        ):
-            getattr(self, name).append(torch.from_numpy(values).to(self.device))
-        self.gt_count += torch.from_numpy(np.bincount(records.gt_label, minlength=num_classes + 1)).to(self.device)
-
-    def compute(self) -> dict[str, Any]:
-        """Summarise all stored predictions at ``score_threshold``."""
-        label, gt_label = cat_state(self.pred_label, np.int64), cat_state(self.pred_gt_label, np.int64)
-        score, tp = cat_state(self.pred_score, np.float64), cat_state(self.pred_tp, bool)
-        gt_count = self.gt_count.cpu().numpy()
-        num_classes = len(self.class_names)
-        kept = score >= self.score_threshold
-        tp_c = np.bincount(label[kept & tp], minlength=num_classes + 1)[1:]
-        fp_c = np.bincount(label[kept & ~tp], minlength=num_classes + 1)[1:]
-        fn_c = gt_count[1:] - tp_c
-        summary = f1_summary(tp_c, fp_c, fn_c)
-        per_class = {}
-        for i, name in enumerate(self.class_names):
-            of_class = label == i + 1
-            threshold, best_f1 = best_threshold(score[of_class], tp[of_class], int(gt_count[i + 1]))
-            per_class[name] = {
-                "precision": float(summary["precision"][i]),
-                "recall": float(summary["recall"][i]),
-                "f1": float(summary["f1"][i]),
-                "tp": int(tp_c[i]),
-                "fp": int(fp_c[i]),
-                "fn": int(fn_c[i]),
-                "support": int(gt_count[i + 1]),
-                "best_threshold": threshold,
-                "best_f1": best_f1,
-            }
-        return {
-            "f1_macro": float(summary["f1_macro"]),
-            "f1_weighted": float(summary["f1_weighted"]),
-            "f1_micro": float(summary["f1_micro"]),
-            "per_class": per_class,
-            "confusion_matrix": torch.from_numpy(confusion_matrix(label[kept], gt_label[kept], gt_count)),
+    num_classes = len(class_names)
+    check_labels(records.pred_label, num_classes)
+    check_labels(records.gt_label, num_classes)
+    label, gt_label, score, tp = records.pred_label, records.pred_gt_label, records.pred_score, records.pred_tp
+    gt_count = np.bincount(records.gt_label, minlength=num_classes + 1)
+    kept = score >= score_threshold
+    tp_c = np.bincount(label[kept & tp], minlength=num_classes + 1)[1:]
+    fp_c = np.bincount(label[kept & ~tp], minlength=num_classes + 1)[1:]
+    fn_c = gt_count[1:] - tp_c
+    summary = f1_summary(tp_c, fp_c, fn_c)
+    per_class = {}
+    for i, name in enumerate(class_names):
+        of_class = label == i + 1
+        threshold, best_f1 = best_threshold(score[of_class], tp[of_class], int(gt_count[i + 1]))
+        per_class[name] = {
+            "precision": float(summary["precision"][i]),
+            "recall": float(summary["recall"][i]),
+            "f1": float(summary["f1"][i]),
+            "tp": int(tp_c[i]),
+            "fp": int(fp_c[i]),
+            "fn": int(fn_c[i]),
+            "support": int(gt_count[i + 1]),
+            "best_threshold": threshold,
+            "best_f1": best_f1,
         }
+    return {
+        "f1_macro": float(summary["f1_macro"]),
+        "f1_weighted": float(summary["f1_weighted"]),
+        "f1_micro": float(summary["f1_micro"]),
+        "per_class": per_class,
+        "confusion_matrix": confusion_matrix(label[kept], gt_label[kept], gt_count),
+    }
 
 
-def detection_f1(preds: Sequence[Detections], targets: Sequence[Detections], **kwargs: Any) -> dict[str, Any]:
-    """One-shot :class:`DetectionF1` over lists of per-image dicts; ``kwargs`` go to its constructor."""
-    metric = DetectionF1(**kwargs)
-    metric.update(preds, targets)
-    return metric.compute()
+def detection_f1(
+    preds: Sequence[Detections],
+    targets: Sequence[Detections],
+    score_threshold: float = 0.5,
+    iou_threshold: float = 0.5,
+    criterion: Criterion = "iou",
+    class_names: Sequence[str] = CLASSES,
+) -> dict[str, Any]:
+    """:func:`f1_result` of lists of per-image dicts (the evaluator's F1 part on its own)."""
+    return f1_result(match_predictions(preds, targets, iou_threshold, criterion), score_threshold, tuple(class_names))

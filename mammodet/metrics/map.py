@@ -1,32 +1,127 @@
-"""COCO mAP (torchmetrics ``MeanAveragePrecision``, pycocotools backend) under flat keys, plus AP at the
-low IoU thresholds 0.1 and 0.25 that suit small calcification boxes.
+"""COCO mAP computed by pycocotools itself, under flat keys, plus AP at the low IoU thresholds 0.1 and 0.25 that
+suit small calcification boxes.
 
-Keys: ``map`` (IoU 0.50:0.95), ``map_50``, ``map_75``, ``ap_10``, ``ap_25`` (means over classes), and per
-class ``map/<class>``, ``ap_50/<class>``, ``ap_75/<class>``, ``ap_10/<class>``, ``ap_25/<class>``.
-Undefined values (no ground truth of a class, or none at all; COCO reports -1) are NaN.
+Keys (:func:`coco_values`, the one place that turns COCOeval's arrays into named values): ``map`` (IoU
+0.50:0.95), ``map_50``, ``map_75``, ``mar_100`` (recall at 100 detections, IoU 0.50:0.95), ``ap_10``,
+``ap_25`` (means over classes), and per class ``ap/<class>`` (IoU 0.50:0.95), ``ap_50/<class>``,
+``ap_75/<class>``, ``ap_10/<class>``, ``ap_25/<class>``. Undefined values (no ground truth of a class, or
+none at all; COCO reports -1) are NaN.
 
-All values are read from the precision array (``extended_summary``) of one COCOeval run over the low and
-standard thresholds together; per-class values this way equal ``class_metrics=True``, which would rerun
-COCOeval once per class for the same numbers (tests check they agree).
+One ``COCOeval`` run covers the low and the standard IoU thresholds, at the area range "all" and 100
+detections per image only (COCO's other area ranges and detection limits are never reported here). Every
+other setting is pycocotools' own, its 101 recall thresholds included (float64), and every value is read from
+its precision and recall arrays exactly as ``COCOeval.summarize`` averages them, so the values equal those of
+plain pycocotools on the same boxes to the last bit (the tests compare with ``==``). Only the loading is
+replaced: :class:`ArrayCOCOeval` fills COCOeval's per-image lists from arrays, in the order ``COCO.loadRes``
+would, instead of building ``COCO`` objects.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import math
+from collections import defaultdict
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
-import torch
-from torch import Tensor
-from torchmetrics.detection import MeanAveragePrecision
+from pycocotools.cocoeval import COCOeval
 
 from mammodet.data.classes import CLASSES
-from mammodet.metrics.matching import Detections
+from mammodet.metrics.matching import Detections, as_array, boxes_of, crowd_of, labels_of, scores_of
 
 STANDARD_IOU_THRESHOLDS: tuple[float, ...] = tuple(np.linspace(0.5, 0.95, 10).tolist())
 """COCO's 0.50:0.95 thresholds, exactly as COCOeval builds them."""
 LOW_IOU_THRESHOLDS: tuple[float, ...] = (0.1, 0.25)
+MAX_DETECTIONS = 100
+"""COCO's detection limit per image (and class) of the reported AP and AR."""
+ALL_AREAS = (0.0, 1e5**2)
+"""COCOeval's area range "all"."""
+
+
+def coco_boxes(item: Detections) -> list[list[float]]:
+    """COCO ``[x, y, w, h]`` boxes of an item: its ``bbox`` entry as given (boxes read from COCO files), else
+    its xyxy ``boxes`` converted in float64."""
+    if "bbox" in item:
+        return as_array(item["bbox"], np.float64).reshape(-1, 4).tolist()
+    boxes = boxes_of(item)
+    return np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1).tolist()
+
+
+class ArrayCOCOeval(COCOeval):
+    """pycocotools' ``COCOeval`` (bbox) on per-image dicts: only ``_prepare`` (loading) is replaced.
+
+    ``_prepare`` fills ``_gts``/``_dts`` with the annotation dicts ``COCO`` and ``COCO.loadRes`` would make of
+    the same boxes, in the same order (per image, as given); matching, accumulation and every parameter not
+    set here are COCOeval's.
+    """
+
+    def __init__(
+        self,
+        preds: Sequence[Detections],
+        targets: Sequence[Detections],
+        image_ids: Sequence[int],
+        num_classes: int,
+        iou_thresholds: Sequence[float],
+        max_detections: int = MAX_DETECTIONS,
+    ) -> None:
+        super().__init__(iouType="bbox")
+        p = self.params
+        p.imgIds = sorted(int(i) for i in image_ids)
+        p.catIds = list(range(1, num_classes + 1))
+        p.iouThrs = np.asarray(iou_thresholds, dtype=np.float64)
+        p.areaRng, p.areaRngLbl, p.maxDets = [list(ALL_AREAS)], ["all"], [max_detections]
+        self._items = (preds, targets, image_ids)
+
+    def _prepare(self) -> None:
+        preds, targets, image_ids = self._items
+        self._gts, self._dts = defaultdict(list), defaultdict(list)
+        gt_id = dt_id = 0
+        for pred, target, image_id in zip(preds, targets, image_ids, strict=True):
+            image_id = int(image_id)
+            areas = as_array(target["area"], np.float64).reshape(-1).tolist() if "area" in target else None
+            crowd = crowd_of(target).tolist()
+            for k, (bbox, label) in enumerate(zip(coco_boxes(target), labels_of(target).tolist(), strict=True)):
+                gt_id += 1
+                area = areas[k] if areas is not None else bbox[2] * bbox[3]
+                self._gts[image_id, label].append(
+                    {"id": gt_id, "bbox": bbox, "area": area, "iscrowd": int(crowd[k]), "ignore": int(crowd[k])}
+                )
+            labels, scores = labels_of(pred).tolist(), scores_of(pred).tolist()
+            for bbox, label, score in zip(coco_boxes(pred), labels, scores, strict=True):
+                dt_id += 1
+                self._dts[image_id, label].append(
+                    {"id": dt_id, "bbox": bbox, "area": bbox[2] * bbox[3], "iscrowd": 0, "score": score}
+                )
+        self.evalImgs, self.eval = defaultdict(list), {}
+
+
+def run_cocoeval(
+    preds: Sequence[Detections],
+    targets: Sequence[Detections],
+    num_classes: int,
+    image_ids: Sequence[int] | None = None,
+    iou_thresholds: Sequence[float] = (*LOW_IOU_THRESHOLDS, *STANDARD_IOU_THRESHOLDS),
+    max_detections: int = MAX_DETECTIONS,
+) -> COCOeval:
+    """``evaluate`` and ``accumulate`` of :class:`ArrayCOCOeval`; ``image_ids`` default to 0..N-1 (they order
+    equal scores of different images, as in COCO)."""
+    if len(preds) != len(targets):
+        raise ValueError(f"got {len(preds)} prediction dicts but {len(targets)} target dicts")
+    ids = list(range(len(targets))) if image_ids is None else [int(i) for i in image_ids]
+    if len(set(ids)) != len(ids):
+        raise ValueError("image ids must be unique")
+    evaluator = ArrayCOCOeval(preds, targets, ids, num_classes, iou_thresholds, max_detections)
+    with contextlib.redirect_stdout(io.StringIO()):  # COCOeval prints its progress
+        evaluator.evaluate()
+        evaluator.accumulate()
+    return evaluator
+
+
+def _mean_defined(values: np.ndarray) -> float:
+    """COCO ``summarize``'s average: the mean of the entries > -1; NaN (COCO: -1) when there are none."""
+    values = values[values > -1]
+    return float(np.mean(values)) if values.size else math.nan
 
 
 def _iou_key(threshold: float) -> str:
@@ -34,72 +129,37 @@ def _iou_key(threshold: float) -> str:
     return f"ap_{round(threshold * 100):02d}"
 
 
-def _ap(precision: np.ndarray | None, thresholds: slice | int, category: int | slice) -> float:
-    """COCO ``summarize`` average precision: mean of defined precisions (area all, largest max-dets)."""
-    if precision is None:
-        return math.nan
-    values = precision[thresholds, :, category, 0, -1]
-    values = values[values > -1]
-    return float(values.mean()) if values.size else math.nan
-
-
-class DetectionMAP(MeanAveragePrecision):
-    """``MeanAveragePrecision`` (bbox, xyxy) whose ``compute`` returns the flat float dict of this module.
-
-    One COCOeval run covers the low and the standard IoU thresholds; every key is then read from its
-    precision array the way COCOeval's ``summarize`` does (torchmetrics' own summary would average
-    over all thresholds, so it is not used). ``kwargs`` go to ``MeanAveragePrecision`` (e.g.
-    ``max_detection_thresholds``, DDP options); states and their sync are torchmetrics' own.
-    """
-
-    def __init__(
-        self,
-        class_names: Sequence[str] = CLASSES,
-        low_iou_thresholds: Sequence[float] = LOW_IOU_THRESHOLDS,
-        backend: str = "pycocotools",
-        **kwargs: Any,
-    ) -> None:
-        thresholds = [*low_iou_thresholds, *STANDARD_IOU_THRESHOLDS]
-        super().__init__(
-            box_format="xyxy",
-            iou_type="bbox",
-            iou_thresholds=thresholds,
-            extended_summary=True,
-            backend=backend,
-            **kwargs,
-        )
-        self.class_names = tuple(class_names)
-        n_low = len(low_iou_thresholds)
-        # (overall key, per-class key prefix, IoU thresholds selected in the precision array)
-        self._selectors: list[tuple[str, str, slice | int]] = [
-            ("map", "map", slice(n_low, None)),
-            ("map_50", "ap_50", n_low + STANDARD_IOU_THRESHOLDS.index(0.5)),
-            ("map_75", "ap_75", n_low + STANDARD_IOU_THRESHOLDS.index(0.75)),
-            *((_iou_key(t), _iou_key(t), i) for i, t in enumerate(low_iou_thresholds)),
-        ]
-
-    def compute(self) -> dict[str, float]:
-        """Run COCOeval once and flatten overall and per-class average precisions."""
-        coco = super().compute()
-        precision = coco["precision"].numpy() if "precision" in coco else None
-        categories = coco["classes"].tolist()
-        result = {key: _ap(precision, t, slice(None)) for key, _, t in self._selectors}
-        for label, name in enumerate(self.class_names, start=1):
-            for _, prefix, t in self._selectors:
-                defined = label in categories
-                result[f"{prefix}/{name}"] = _ap(precision, t, categories.index(label)) if defined else math.nan
-        return result
+def coco_values(evaluator: COCOeval, class_names: Sequence[str]) -> dict[str, float]:
+    """The flat mAP keys of an accumulated COCOeval (area "all", its largest detection limit), read from
+    ``eval["precision"]`` ``[IoU, recall, class, area, max dets]`` and ``eval["recall"]`` as ``summarize``
+    reads them."""
+    thresholds = evaluator.params.iouThrs.tolist()
+    precision, recall = evaluator.eval["precision"][..., 0, -1], evaluator.eval["recall"][..., 0, -1]
+    standard = [i for i, t in enumerate(thresholds) if t in STANDARD_IOU_THRESHOLDS]
+    # (overall key, per-class key, IoU threshold indices): exact matches, as summarize's np.where(iouThr == t).
+    selectors: list[tuple[str, str, list[int]]] = [("map", "ap", standard)]
+    for threshold in thresholds:
+        if threshold in (0.5, 0.75) or threshold in LOW_IOU_THRESHOLDS:
+            key = _iou_key(threshold)
+            overall = "m" + key if threshold in (0.5, 0.75) else key
+            selectors.append((overall, key, [thresholds.index(threshold)]))
+    values = {key: _mean_defined(precision[t]) for key, _, t in selectors}
+    values["mar_100"] = _mean_defined(recall[standard])
+    for k, name in enumerate(class_names):
+        for _, prefix, t in selectors:
+            values[f"{prefix}/{name}"] = _mean_defined(precision[t][:, :, k])
+    return values
 
 
 def mean_average_precision(
-    preds: Sequence[Detections], targets: Sequence[Detections], **kwargs: Any
+    preds: Sequence[Detections],
+    targets: Sequence[Detections],
+    class_names: Sequence[str] = CLASSES,
+    low_iou_thresholds: Sequence[float] = LOW_IOU_THRESHOLDS,
+    image_ids: Sequence[int] | None = None,
+    max_detections: int = MAX_DETECTIONS,
 ) -> dict[str, float]:
-    """One-shot :class:`DetectionMAP` over lists of per-image dicts; ``kwargs`` go to its constructor."""
-    metric = DetectionMAP(**kwargs)
-    metric.update([_tensors(p) for p in preds], [_tensors(t) for t in targets])
-    return metric.compute()
-
-
-def _tensors(item: Detections) -> dict[str, Tensor]:
-    """torchmetrics wants tensors: convert numpy entries."""
-    return {k: torch.as_tensor(v) for k, v in item.items() if k in ("boxes", "labels", "scores")}
+    """:func:`coco_values` of one COCOeval run over lists of per-image dicts (labels ``1..len(class_names)``)."""
+    thresholds = (*low_iou_thresholds, *STANDARD_IOU_THRESHOLDS)
+    evaluator = run_cocoeval(preds, targets, len(class_names), image_ids, thresholds, max_detections)
+    return coco_values(evaluator, class_names)

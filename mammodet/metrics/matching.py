@@ -1,4 +1,7 @@
-"""Primitives shared by the F1 and FROC metrics: input conversion, hit matrices, greedy matching, states."""
+"""Primitives shared by the F1 and FROC metrics: input conversion, hit matrices and greedy matching.
+
+NumPy only: scoring COCO files never imports torch (tensors, from validation, are converted where they come in).
+"""
 
 from __future__ import annotations
 
@@ -6,10 +9,6 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 import numpy as np
-import torch
-from torch import Tensor
-from torchmetrics.utilities import dim_zero_cat
-from torchvision.ops import box_iou
 
 Criterion = Literal["iou", "center"]
 """How a prediction hits a ground-truth box: ``iou`` (IoU >= threshold) or ``center`` (the prediction's
@@ -17,7 +16,8 @@ box centre lies inside the ground-truth box, edges included)."""
 
 Detections = Mapping[str, Any]
 """One image's torchvision-style dict: ``boxes`` (N, 4) xyxy, ``labels`` (N,), and ``scores`` (N,) for
-predictions; tensors (any device) or numpy arrays."""
+predictions; tensors (any device) or numpy arrays. Optional: ``bbox`` (N, 4) the COCO ``[x, y, w, h]`` the
+boxes came from (mAP then uses them as given), and for ground truth ``iscrowd`` (N,) and ``area`` (N,)."""
 
 CRITERIA: tuple[str, ...] = ("iou", "center")
 
@@ -34,30 +34,67 @@ def check_labels(labels: np.ndarray, num_classes: int) -> None:
         raise ValueError(f"labels must lie in 1..{num_classes}, got {np.unique(labels).tolist()}")
 
 
-def boxes_of(item: Detections) -> Tensor:
-    """The ``boxes`` entry as a float64 CPU tensor of shape (N, 4) (float64 so IoU ties are exact)."""
-    return torch.as_tensor(item["boxes"]).detach().to("cpu", torch.float64).reshape(-1, 4)
+def as_array(value: Any, dtype: type | np.dtype) -> np.ndarray:
+    """``value`` (a numpy array, a list or a torch tensor on any device) as a numpy array of ``dtype``."""
+    if hasattr(value, "detach"):  # a torch tensor: converted without importing torch here
+        value = value.detach().cpu()
+        if value.is_floating_point():
+            value = value.double()  # float16/bfloat16 have no numpy counterpart
+        value = value.numpy()
+    return np.asarray(value, dtype=dtype)
+
+
+def boxes_of(item: Detections) -> np.ndarray:
+    """The ``boxes`` entry as a float64 array of shape (N, 4) (float64 so IoU ties are exact)."""
+    return as_array(item["boxes"], np.float64).reshape(-1, 4)
 
 
 def labels_of(item: Detections) -> np.ndarray:
     """The ``labels`` entry as an int64 array of shape (N,)."""
-    return torch.as_tensor(item["labels"]).detach().to("cpu", torch.int64).reshape(-1).numpy()
+    return as_array(item["labels"], np.int64).reshape(-1)
 
 
 def scores_of(item: Detections) -> np.ndarray:
     """The ``scores`` entry as a float64 array of shape (N,)."""
-    return torch.as_tensor(item["scores"]).detach().to("cpu", torch.float64).reshape(-1).numpy()
+    return as_array(item["scores"], np.float64).reshape(-1)
+
+
+def crowd_of(item: Detections) -> np.ndarray:
+    """The ``iscrowd`` entry as a bool array of shape (N,); all False without one."""
+    if "iscrowd" not in item:
+        return np.zeros(len(labels_of(item)), bool)
+    return as_array(item["iscrowd"], np.int64).reshape(-1) != 0
+
+
+def lesions_of(target: Detections) -> tuple[np.ndarray, np.ndarray]:
+    """Boxes (N, 4) and labels (N,) of a target's lesions: its crowd boxes (COCO ``iscrowd``), which only mAP
+    uses (as COCO does), left out."""
+    keep = ~crowd_of(target)
+    return boxes_of(target)[keep], labels_of(target)[keep]
+
+
+def box_iou(boxes1: np.ndarray, boxes2: np.ndarray) -> np.ndarray:
+    """(M, G) IoU of xyxy boxes, with the float operations of ``torchvision.ops.box_iou``."""
+    area1 = (boxes1[:, 2] - boxes1[:, 0]) * (boxes1[:, 3] - boxes1[:, 1])
+    area2 = (boxes2[:, 2] - boxes2[:, 0]) * (boxes2[:, 3] - boxes2[:, 1])
+    lt = np.maximum(boxes1[:, None, :2], boxes2[None, :, :2])
+    rb = np.minimum(boxes1[:, None, 2:], boxes2[None, :, 2:])
+    wh = np.clip(rb - lt, 0, None)
+    inter = wh[..., 0] * wh[..., 1]
+    union = area1[:, None] + area2[None, :] - inter
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return inter / union
 
 
 def hit_matrix(
-    pred_boxes: Tensor, gt_boxes: Tensor, iou_threshold: float, criterion: Criterion
+    pred_boxes: np.ndarray, gt_boxes: np.ndarray, iou_threshold: float, criterion: Criterion
 ) -> tuple[np.ndarray, np.ndarray]:
     """IoU (M, G) and hit mask (M, G) between predicted and ground-truth xyxy boxes."""
-    iou = box_iou(pred_boxes, gt_boxes).numpy()
+    iou = box_iou(pred_boxes, gt_boxes)
     if criterion == "iou":
         return iou, iou >= iou_threshold
     check_criterion(criterion)
-    p, g = pred_boxes.numpy(), gt_boxes.numpy()
+    p, g = pred_boxes, gt_boxes
     cx = ((p[:, 0] + p[:, 2]) / 2)[:, None]
     cy = ((p[:, 1] + p[:, 3]) / 2)[:, None]
     inside = (cx >= g[None, :, 0]) & (cx <= g[None, :, 2]) & (cy >= g[None, :, 1]) & (cy <= g[None, :, 3])
@@ -85,10 +122,3 @@ def greedy_match(iou: np.ndarray, hit: np.ndarray) -> np.ndarray:
         match[row] = col
         available[row] = False
         available[:, col] = False
-
-
-def cat_state(state: list[Tensor] | Tensor, dtype: type | np.dtype) -> np.ndarray:
-    """A ``cat`` list state (or the tensor DDP sync leaves) as one numpy array; empty before any update."""
-    if isinstance(state, list) and not state:
-        return np.zeros(0, dtype=dtype)
-    return dim_zero_cat(state).cpu().numpy().astype(dtype, copy=False)

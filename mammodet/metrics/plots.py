@@ -11,16 +11,19 @@ import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
 from matplotlib.figure import Figure
 
-from mammodet.data.detection_dataset import ImageRecord, ImageSource
+from mammodet.data.records import ImageRecord
 from mammodet.metrics.f1 import MatchRecords
 from mammodet.metrics.froc import FROC_FP_RATES, LesionRecords
 from mammodet.metrics.matching import Detections, boxes_of, scores_of
+
+if TYPE_CHECKING:
+    from mammodet.data.detection_dataset import ImageSource  # torch: only the galleries' callers load images
 
 TILE = 192
 """Gallery tile side in pixels."""
@@ -131,7 +134,7 @@ def worst_false_positives(
     """The ``n`` highest-scoring predictions that match no lesion of their class (captions say when they
     overlap a lesion of another class)."""
     # MatchRecords lists each image's predictions in descending score order (stable): rebuild their boxes.
-    boxes = [boxes_of(p).numpy()[np.argsort(-scores_of(p), kind="stable")] for p in preds]
+    boxes = [boxes_of(p)[np.argsort(-scores_of(p), kind="stable")] for p in preds]
     position = np.arange(matches.pred_image.size) - np.searchsorted(matches.pred_image, matches.pred_image)
     false_pos = np.flatnonzero(~matches.pred_tp)
     worst = false_pos[np.argsort(-matches.pred_score[false_pos], kind="stable")[:n]]
@@ -154,7 +157,7 @@ def missed_lesions(
 ) -> list[GalleryItem]:
     """``n`` lesions that no prediction of their class with score >= ``score_threshold`` hits, those with the
     lowest best hitting score first (never hit at all, then the nearest misses)."""
-    boxes = np.concatenate([boxes_of(t).numpy() for t in targets]) if targets else np.zeros((0, 4))
+    boxes = np.concatenate([boxes_of(t) for t in targets]) if targets else np.zeros((0, 4))
     missed = np.flatnonzero(lesions.lesion_score < score_threshold)
     items = []
     for k in missed[np.argsort(lesions.lesion_score[missed], kind="stable")[:n]]:
@@ -214,6 +217,6 @@ def draw_gallery(
         kept = scores_of(pred) >= score_threshold
         x, y = (i % columns) * cell_w + 4, header + (i // columns) * cell_h
         _text(canvas, item.caption.split("\n"), x, y + LINE - 4)
-        tile = _tile(images[item.image], item.box, records[item.image].boxes, boxes_of(pred).numpy()[kept])
+        tile = _tile(images[item.image], item.box, records[item.image].boxes, boxes_of(pred)[kept])
         canvas[y + 2 * LINE : y + 2 * LINE + TILE, x : x + TILE] = tile
     cv2.imwrite(str(path), cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR))

@@ -1,27 +1,25 @@
-"""An evaluation's numbers: ``metrics.json`` assembled from the project's metrics, its markdown table, and the
-scalars that validation logs every epoch (the same functions, so training and ``evaluate`` agree).
+"""An evaluation's ``metrics.json``: the :class:`~mammodet.metrics.evaluator.DetectionEvaluator`'s values (the
+same dict that validation logs), its per-class counts and FROC curves, and patient-bootstrap intervals drawn
+from the evaluator's own matches; and the markdown table of it.
 
-Everything here takes per-image torchvision-style dicts (``docs/architecture.md``) and reuses
-:mod:`mammodet.metrics`: ``DetectionMAP`` (COCO mAP), ``DetectionF1`` (greedy one-to-one matching at a score
-threshold), ``FROC`` and patient-bootstrap intervals. Undefined values (NaN) become ``null`` in JSON.
+Everything here takes per-image torchvision-style dicts (``docs/architecture.md``). Undefined values (NaN)
+become ``null`` in JSON.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Hashable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from torchmetrics import Metric
 
-from mammodet.metrics.ap_bootstrap import ap_statistic
-from mammodet.metrics.bootstrap import bootstrap_ci, f1_statistic, froc_statistic
-from mammodet.metrics.f1 import DetectionF1, MatchRecords, match_predictions
-from mammodet.metrics.froc import FROC, FROC_FP_RATES, LesionRecords, lesion_records
-from mammodet.metrics.map import mean_average_precision
+from mammodet.metrics.ap_bootstrap import cocoeval_ap_statistic
+from mammodet.metrics.bootstrap import bootstrap_ci, f1_records_statistic, froc_records_statistic
+from mammodet.metrics.evaluator import DetectionEvaluator, EvaluatorResult, rate_key
+from mammodet.metrics.f1 import MatchRecords
+from mammodet.metrics.froc import FROC_FP_RATES, Interpolation, LesionRecords
 from mammodet.metrics.matching import Criterion, Detections
 
 
@@ -38,41 +36,21 @@ class EvalSettings:
     n_boot: int = 1000
     confidence: float = 0.95
     seed: int = 0
+    fp_rates: tuple[float, ...] = field(default=FROC_FP_RATES)
+    """FROC rates; their mean sensitivity is the CPM."""
+    froc_interpolation: Interpolation = "step"
+    """``step`` or ``linear`` (MONAI/CAMELYON16) sensitivity at the rates."""
 
-
-def f1_froc_metrics(
-    class_names: Sequence[str], score_threshold: float = 0.5, iou_threshold: float = 0.5, criterion: Criterion = "iou"
-) -> dict[str, Metric]:
-    """The ``DetectionF1`` and ``FROC`` metrics as ``evaluate`` configures them; validation uses these too."""
-    return {
-        "f1": DetectionF1(score_threshold, iou_threshold, criterion, class_names),
-        "froc": FROC(iou_threshold, criterion, FROC_FP_RATES, class_names),
-    }
-
-
-def rate_key(rate: float) -> str:
-    """``1`` for 1.0 FP per image, ``0.125`` for 0.125: how FP rates appear in keys."""
-    return f"{rate:g}"
-
-
-def f1_scalars(result: dict[str, Any]) -> dict[str, float]:
-    """Loggable scalars of a ``DetectionF1`` result: ``f1_macro``, ``f1_weighted``, ``f1_micro`` and
-    ``precision/<class>``, ``recall/<class>``, ``f1/<class>``."""
-    values = {key: float(result[key]) for key in ("f1_macro", "f1_weighted", "f1_micro")}
-    for name, counts in result["per_class"].items():
-        values.update({f"{key}/{name}": float(counts[key]) for key in ("precision", "recall", "f1")})
-    return values
-
-
-def froc_scalars(result: dict[str, Any]) -> dict[str, float]:
-    """Loggable scalars of a ``FROC`` result: ``froc_cpm``, ``sens_at_<rate>fp`` (class-agnostic) and
-    ``froc_cpm/<class>``, ``sens_at_1fp/<class>``."""
-    values = {"froc_cpm": result["cpm"]}
-    values.update({f"sens_at_{rate_key(r)}fp": s for r, s in result["sensitivity_at"].items()})
-    for name, curve in result["per_class"].items():
-        values[f"froc_cpm/{name}"] = curve["cpm"]
-        values[f"sens_at_1fp/{name}"] = curve["sensitivity_at"].get(1.0, math.nan)
-    return {key: float(value) for key, value in values.items()}
+    def evaluator(self, class_names: Sequence[str]) -> DetectionEvaluator:
+        """The evaluator these settings describe."""
+        return DetectionEvaluator(
+            class_names,
+            self.score_threshold,
+            self.iou_threshold,
+            self.criterion,
+            self.fp_rates,
+            self.froc_interpolation,
+        )
 
 
 @dataclass(frozen=True)
@@ -110,53 +88,60 @@ def evaluate_detections(
     groups: Sequence[Hashable],
     class_names: Sequence[str],
     settings: EvalSettings = EvalSettings(),
+    image_ids: Sequence[int] | None = None,
 ) -> Evaluation:
-    """All metrics of one evaluation; ``groups`` (a patient id per image) are what the bootstrap resamples."""
+    """All metrics of one evaluation; ``groups`` (a patient id per image) are what the bootstrap resamples, and
+    ``image_ids`` (COCO ids, default 0..N-1) order equal scores of different images as COCO does."""
     if not len(preds) == len(targets) == len(groups):
         raise ValueError(f"got {len(preds)} predictions, {len(targets)} targets and {len(groups)} groups")
     class_names = tuple(class_names)
-    match = settings.iou_threshold, settings.criterion
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        # COCOeval is Python loops and the F1/FROC work below mostly NumPy (which releases the GIL): running them
-        # side by side uses a second core. Nothing below prints: COCOeval's stdout redirection is safe.
-        coco_future = pool.submit(mean_average_precision, preds, targets, class_names=class_names)
-        metrics = f1_froc_metrics(class_names, settings.score_threshold, *match)
-        for metric in metrics.values():
-            metric.update(preds, targets)
-        f1, froc = metrics["f1"].compute(), metrics["froc"].compute()
-        f1_ci = _interval(
-            f1_statistic(preds, targets, "f1_macro", settings.score_threshold, *match, len(class_names)),
-            groups,
-            settings,
-        )
-        froc_ci = _interval(froc_statistic(preds, targets, 1.0, None, *match), groups, settings)
-        matches, lesions = match_predictions(preds, targets, *match), lesion_records(preds, targets, *match)
-        coco = coco_future.result()
+    evaluator = settings.evaluator(class_names)
+    evaluator.update(preds, targets, image_ids)
+    result = evaluator.evaluate()
+    num_predictions = sum(len(p["scores"]) for p in preds)
+    return Evaluation(
+        metrics=json_ready(metrics_json(result, groups, settings, num_predictions)),
+        matches=result.matches,
+        lesions=result.lesions,
+        froc=result.froc,
+        confusion_matrix=result.f1["confusion_matrix"],
+    )
+
+
+def metrics_json(
+    result: EvaluatorResult, groups: Sequence[Hashable], settings: EvalSettings, num_predictions: int
+) -> dict[str, Any]:
+    """The ``metrics.json`` content (without ``source``) of an evaluator result; intervals resample ``groups``."""
+    values, f1, froc = result.values, result.f1, result.froc
+    class_names = tuple(f1["per_class"])
     per_class = {}
     for name in class_names:
-        counts, curve = f1["per_class"][name], froc["per_class"][name]
+        curve = froc["per_class"][name]
         per_class[name] = {
-            "ap": coco[f"map/{name}"],
-            **{key: coco[f"{key}/{name}"] for key in ("ap_50", "ap_75", "ap_10", "ap_25")},
-            **counts,
+            "ap": values[f"ap/{name}"],
+            **{key: values[f"{key}/{name}"] for key in ("ap_50", "ap_75", "ap_10", "ap_25")},
+            **f1["per_class"][name],
             "froc_cpm": curve["cpm"],
             "sens_at_1fp": curve["sensitivity_at"].get(1.0, math.nan),
         }
-    labels = ["background", *class_names]
-    result = {
-        **{key: coco[key] for key in ("map", "map_50", "map_75", "ap_10", "ap_25")},
-        **{key: f1[key] for key in ("f1_macro", "f1_weighted", "f1_micro")},
+    # The AP bootstrap weighs images in COCO's order (sorted ids), the others in update order.
+    to_coco_order = np.argsort(result.image_ids, kind="stable")
+    ap_50 = cocoeval_ap_statistic(result.cocoeval, 0.5)
+    return {
+        **{key: values[key] for key in ("map", "map_50", "map_75", "mar_100", "ap_10", "ap_25")},
+        **{key: values[key] for key in ("f1_macro", "f1_weighted", "f1_micro")},
         "score_threshold": settings.score_threshold,
         "iou_threshold": settings.iou_threshold,
         "criterion": settings.criterion,
-        "num_images": len(targets),
+        "num_images": len(result.image_ids),
         "num_patients": len(set(groups)),
         "num_lesions": froc["num_lesions"],
-        "num_predictions": int(sum(len(p["scores"]) for p in preds)),
+        "num_predictions": int(num_predictions),
         "per_class": per_class,
         "froc": {
             "cpm": froc["cpm"],
             "sensitivity_at": {rate_key(r): s for r, s in froc["sensitivity_at"].items()},
+            "interpolation": settings.froc_interpolation,
             **froc_corners(froc),
             "per_class": {
                 name: {
@@ -168,24 +153,23 @@ def evaluate_detections(
                 for name, curve in froc["per_class"].items()
             },
         },
-        "confusion_matrix": {"labels": labels, "counts": f1["confusion_matrix"].tolist()},
+        "confusion_matrix": {"labels": ["background", *class_names], "counts": f1["confusion_matrix"].tolist()},
         "ci": {
-            "map_50": _interval(ap_statistic(preds, targets, 0.5), groups, settings),
-            "f1_macro": f1_ci,
-            "sens_at_1fp": froc_ci,
+            "map_50": _interval(lambda weights: ap_50(weights[:, to_coco_order]), groups, settings),
+            "f1_macro": _interval(
+                f1_records_statistic(result.matches, "f1_macro", settings.score_threshold, len(class_names)),
+                groups,
+                settings,
+            ),
+            "sens_at_1fp": _interval(
+                froc_records_statistic(result.lesions, 1.0, None, settings.froc_interpolation), groups, settings
+            ),
             "confidence": settings.confidence,
             "n_boot": settings.n_boot,
             "seed": settings.seed,
             "resampled": "patients",
         },
     }
-    return Evaluation(
-        metrics=json_ready(result),
-        matches=matches,
-        lesions=lesions,
-        froc=froc,
-        confusion_matrix=f1["confusion_matrix"].numpy(),
-    )
 
 
 def json_ready(value: Any) -> Any:

@@ -20,16 +20,13 @@ from typing import Any
 import torch
 from lightning import LightningModule
 from lightning.pytorch.loggers import TensorBoardLogger
-from torch import Tensor, nn
+from torch import Tensor
 from torch.optim.lr_scheduler import LambdaLR
-from torchmetrics import Metric
-from torchmetrics.detection import MeanAveragePrecision
 from torchvision.utils import draw_bounding_boxes
 
 from mammodet.data.classes import LABEL_NAMES, NUM_CLASSES
 from mammodet.data.detection_dataset import model_input
-from mammodet.metrics import FROC, DetectionF1
-from mammodet.metrics.report import f1_froc_metrics, f1_scalars, froc_scalars
+from mammodet.metrics import DetectionEvaluator
 from mammodet.models.builders import build_detector
 from mammodet.models.optim import SCHEDULERS, lr_factor, parameter_groups
 from mammodet.models.roi_stats import RoISampleRecorder
@@ -63,42 +60,6 @@ def _require_plain(value: Any, name: str) -> None:
             "_convert_: all in the model config, or OmegaConf.to_container(cfg, resolve=True)) so checkpoints "
             "load with weights_only=True"
         )
-
-
-def map_log_values(result: dict[str, Tensor]) -> dict[str, Tensor]:
-    """The loggable scalars of a ``MeanAveragePrecision(class_metrics=True, extended_summary=True)`` result.
-
-    ``map`` (AP at IoU 0.50:0.95), ``map_50``, ``map_75``, ``mar_100``, and per class ``ap/<class>`` (AP at
-    IoU 0.50:0.95) and ``ap_50/<class>``, the latter read from COCOeval's precision array
-    ``[IoU threshold, recall point, class, area range, max detections]`` at IoU 0.5 (index 0 of the default
-    thresholds), all areas and 100 detections, exactly as COCOeval averages it. -1 means undefined (no ground
-    truth of that class), as in COCOeval; classes seen in neither ground truth nor predictions are left out.
-    """
-    values = {key: result[key] for key in ("map", "map_50", "map_75", "mar_100")}
-    if "precision" not in result:  # nothing was evaluated
-        return values
-    classes = result["classes"].reshape(-1).tolist()
-    ap_per_class = result["map_per_class"].reshape(-1)
-    precision = result["precision"]
-    for k, class_id in enumerate(classes):
-        name = LABEL_NAMES.get(class_id, str(class_id))
-        at_50 = precision[0, :, k, 0, -1]
-        at_50 = at_50[at_50 > -1]
-        values[f"ap_50/{name}"] = at_50.mean() if at_50.numel() else torch.tensor(-1.0)
-        values[f"ap/{name}"] = ap_per_class[k]
-    return values
-
-
-def _log_values(metric: Metric, result: Any) -> dict[str, Any]:
-    """The scalars of a validation metric's result: :func:`map_log_values` for mAP, and for F1 and FROC the
-    same :mod:`mammodet.metrics.report` functions that ``evaluate`` prints."""
-    if isinstance(metric, MeanAveragePrecision):
-        return map_log_values(result)
-    if isinstance(metric, DetectionF1):
-        return f1_scalars(result)
-    if isinstance(metric, FROC):
-        return froc_scalars(result)
-    return result
 
 
 def draw_detections(
@@ -241,28 +202,18 @@ class FasterRCNNModule(LightningModule):
             **(detector_kwargs or {}),
         )
         self.roi_samples = RoISampleRecorder(self.model.roi_heads)
-        self.val_metrics = nn.ModuleDict(self._eval_metrics())
-        self.test_metrics = nn.ModuleDict(self._eval_metrics())
+        self.val_evaluator = self._evaluator()
+        self.test_evaluator = self._evaluator()
         self.nonfinite_skipped = 0
         self._nonfinite_in_a_row = 0
         self._last_step_end: float | None = None
         self._step_start = 0.0
 
-    def _eval_metrics(self) -> dict[str, Metric]:
-        """The validation and test metrics by name: COCO mAP, and the F1 and FROC metrics of ``evaluate``.
-
-        Each is updated with ``update(predictions, targets)`` (torchvision-format lists of dicts); its result is
-        flattened by :func:`_log_values` and logged as ``<stage>/<key>``.
-        """
-        return {
-            "map": MeanAveragePrecision(
-                iou_type="bbox", class_metrics=True, extended_summary=True, backend="pycocotools"
-            ),
-            **f1_froc_metrics(
-                [LABEL_NAMES.get(label, str(label)) for label in range(1, self.hparams.num_classes)],
-                score_threshold=self.hparams.eval_score_thresh,
-            ),
-        }
+    def _evaluator(self) -> DetectionEvaluator:
+        """The validation or test evaluator: the ``DetectionEvaluator`` of ``evaluate`` (COCO mAP, F1 at
+        ``eval_score_thresh``, FROC), whose flat dict is logged as ``<stage>/<key>``."""
+        names = [LABEL_NAMES.get(label, str(label)) for label in range(1, self.hparams.num_classes)]
+        return DetectionEvaluator(names, score_threshold=self.hparams.eval_score_thresh)
 
     def forward(
         self, images: list[Tensor], targets: list[dict[str, Any]] | None = None
@@ -384,45 +335,44 @@ class FasterRCNNModule(LightningModule):
 
     # ---------------------------------------------------------------- evaluation
 
-    def _update_eval_metrics(
-        self, metrics: nn.ModuleDict, predictions: list[dict[str, Tensor]], targets: list[dict[str, Any]]
+    def _update_evaluator(
+        self, evaluator: DetectionEvaluator, predictions: list[dict[str, Tensor]], targets: list[dict[str, Any]]
     ) -> None:
-        """Feed one batch to every metric (boxes and scores in float32, also under mixed precision)."""
-        preds = [
-            {"boxes": p["boxes"].float(), "scores": p["scores"].float(), "labels": p["labels"]} for p in predictions
-        ]
-        gts = [{"boxes": t["boxes"].float(), "labels": t["labels"]} for t in targets]
-        for metric in metrics.values():
-            metric.update(preds, gts)
+        """Feed one batch to the evaluator (it keeps NumPy copies on the CPU)."""
+        evaluator.update(predictions, [{"boxes": t["boxes"], "labels": t["labels"]} for t in targets])
 
-    def _log_eval_metrics(self, metrics: nn.ModuleDict, stage: str) -> None:
-        """Compute, log as ``<stage>/<key>`` and reset every metric."""
-        for metric in metrics.values():
-            result = _log_values(metric, metric.compute())
-            self.log_dict({f"{stage}/{key}": float(value) for key, value in result.items()})
-            metric.reset()
+    def _log_evaluator(self, evaluator: DetectionEvaluator, stage: str) -> None:
+        """Gather every process's images (DDP), compute, log the flat dict as ``<stage>/<key>`` and reset."""
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            states: list[Any] = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(states, evaluator.state())
+            evaluator.merge_states(states)
+        values = evaluator.compute()
+        evaluator.reset()
+        self.log_dict({f"{stage}/{key}": float(value) for key, value in values.items()})
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        """Predict whole images, update the metrics, and draw the first batch to TensorBoard."""
+        """Predict whole images, update the evaluator, and draw the first batch to TensorBoard."""
         images, targets = batch
         predictions = self(images)
-        self._update_eval_metrics(self.val_metrics, predictions, targets)
+        self._update_evaluator(self.val_evaluator, predictions, targets)
         if batch_idx == 0 and not self.trainer.sanity_checking:
             self._log_images(images, predictions, targets)
 
     def on_validation_epoch_end(self) -> None:
-        """Log ``val/map``, ``val/map_50``, ``val/map_75``, ``val/mar_100``, ``val/ap_50/<class>``, ``val/f1_macro``,
-        ``val/f1/<class>``, ``val/froc_cpm``, ``val/sens_at_1fp``, ... (any can be ``optimized_metric``)."""
-        self._log_eval_metrics(self.val_metrics, "val")
+        """Log the evaluator's dict: ``val/map``, ``val/map_50``, ``val/map_75``, ``val/mar_100``, ``val/ap_10``,
+        ``val/ap/<class>``, ``val/ap_50/<class>``, ``val/f1_macro``, ``val/f1/<class>``, ``val/froc_cpm``,
+        ``val/sens_at_1fp``, ... (any can be ``optimized_metric``; list in ``docs/evaluation.md``)."""
+        self._log_evaluator(self.val_evaluator, "val")
 
     def test_step(self, batch: Batch, batch_idx: int) -> None:
-        """Predict whole images and update the test metrics."""
+        """Predict whole images and update the test evaluator."""
         images, targets = batch
-        self._update_eval_metrics(self.test_metrics, self(images), targets)
+        self._update_evaluator(self.test_evaluator, self(images), targets)
 
     def on_test_epoch_end(self) -> None:
-        """Log the ``test/...`` metrics."""
-        self._log_eval_metrics(self.test_metrics, "test")
+        """Log the ``test/...`` values (the keys of ``test_metrics.json``)."""
+        self._log_evaluator(self.test_evaluator, "test")
 
     def _log_images(
         self, images: list[Tensor], predictions: list[dict[str, Tensor]], targets: list[dict[str, Any]]
