@@ -6,7 +6,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from mammodet.analysis.report import write_report
+from mammodet.analysis.writer import write_report
 from mammodet.config import CONFIG_DIR
 
 

@@ -20,8 +20,10 @@ from test_train import tiny_overrides
 
 from mammodet.analysis.evaluation import load_evaluation
 from mammodet.analysis.events import Series, smooth
-from mammodet.analysis.report import analyse, findings, load_run, write_report
+from mammodet.analysis.findings import findings
+from mammodet.analysis.run import analyse, load_run
 from mammodet.analysis.summary import trend
+from mammodet.analysis.writer import write_report
 from mammodet.config import compose
 from mammodet.data.classes import LABEL_NAMES
 from mammodet.train import train
