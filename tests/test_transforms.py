@@ -1,14 +1,19 @@
-"""Augment: boxes follow the pixels exactly, the dtype is kept, intensity matches its formula, randomness is torch's."""
+"""Augment and albumentations pipelines: boxes follow the pixels, the dtype is kept, intensity matches its
+formula, randomness is torch's (reproducible, different per worker)."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from mammodet.data.albumentations_pipeline import AlbumentationsAugment
 from mammodet.data.detection_dataset import model_input
-from mammodet.data.transforms import Augment, affine_boxes, intensity, white_level
+from mammodet.data.preprocess import white_level
+from mammodet.data.transforms import Augment, affine_boxes, build_augment, intensity
 
 ONLY = {"hflip": 0.0, "vflip": 0.0, "affine": 0.0, "brightness_contrast": 0.0, "gamma": 0.0}
 
@@ -98,12 +103,15 @@ def test_same_seed_same_augmentation_and_draw_rates() -> None:
 
 
 class _Augmented(Dataset):
+    def __init__(self, augment: Callable | None = None) -> None:
+        self.augment = augment or Augment()
+
     def __len__(self) -> int:
         return 8
 
     def __getitem__(self, index: int) -> torch.Tensor:
         image = np.arange(64 * 64, dtype=np.float32).reshape(64, 64) / 4096
-        return torch.from_numpy(Augment()(image, np.zeros((0, 4)), np.zeros(0))[0])
+        return torch.from_numpy(self.augment(image, np.zeros((0, 4)), np.zeros(0))[0])
 
 
 def test_dataloader_workers_draw_different_augmentations() -> None:
@@ -124,3 +132,81 @@ def test_model_input_scales_every_stored_dtype_to_three_float_channels() -> None
             torch.testing.assert_close(channel, torch.tensor([[0.0, 1.0, 0.2]]))
     three = torch.rand(3, 4, 5)
     assert torch.equal(model_input(three), three)
+
+
+def albumentations_config(*transforms: dict, **bbox_params: object) -> dict:
+    """``data.augment`` for an albumentations pipeline of ``transforms``, boxes in pascal_voc with ``labels``."""
+    return {
+        "_target_": "albumentations.Compose",
+        "transforms": list(transforms),
+        "bbox_params": {"format": "pascal_voc", "label_fields": ["labels"], **bbox_params},
+    }
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+def test_a_user_albumentations_pipeline_moves_boxes_with_the_pixels(dtype: type) -> None:
+    config = albumentations_config(
+        {"_target_": "albumentations.HorizontalFlip", "p": 1.0},
+        {"_target_": "albumentations.Affine", "scale": [0.8, 1.2], "translate_percent": [-0.1, 0.1], "p": 1.0},
+    )
+    augment = build_augment({"enabled": True, **config}, min_visibility=0.5)
+    assert isinstance(augment, AlbumentationsAugment)
+    box = (20, 15, 50, 40)
+    torch.manual_seed(0)
+    for _ in range(20):
+        out, boxes, labels = augment(rectangle(dtype, box), np.array([box]), np.array([3]))
+        assert out.dtype == dtype and out.shape == (60, 80) and labels.tolist() == [3]
+        # Linear interpolation blurs the edges over one pixel: the half-white extent is the box, to whole pixels.
+        np.testing.assert_allclose(extent(out, 0.5), boxes[0], atol=0.5 + 1e-3)
+
+
+def test_albumentations_boxes_are_clipped_and_kept_by_the_one_rule() -> None:
+    shift = {"_target_": "albumentations.Affine", "translate_px": {"x": [-6, -6], "y": [0, 0]}, "p": 1.0}
+    augment = build_augment(albumentations_config(shift), min_visibility=0.5)
+    boxes = np.array([[10, 10, 20, 20], [0, 0, 10, 10], [92, 50, 100, 60]], dtype=np.float32)
+    _, moved, labels = augment(np.zeros((100, 100), np.uint8), boxes, np.array([1, 2, 3]))
+    expected, keep = affine_boxes(boxes, np.array([[1.0, 0.0, -6.0], [0.0, 1.0, 0.0]]), 100, 100, 0.5)
+    assert labels.tolist() == [1, 3] and keep.tolist() == [True, False, True]  # 40% of the second stays: dropped
+    np.testing.assert_allclose(moved, expected[keep], atol=1e-3)
+
+
+def test_albumentations_pipeline_is_reproducible_and_differs_between_workers() -> None:
+    flips = albumentations_config(
+        {"_target_": "albumentations.HorizontalFlip", "p": 0.5},
+        {"_target_": "albumentations.RandomBrightnessContrast", "p": 1.0},
+    )
+    augment = build_augment(flips, min_visibility=0.5)
+    image = np.arange(64 * 64, dtype=np.float32).reshape(64, 64) / 4096
+
+    def draws() -> list[bytes]:
+        torch.manual_seed(7)
+        return [augment(image, np.zeros((0, 4)), np.zeros(0))[0].tobytes() for _ in range(10)]
+
+    assert draws() == draws() and len(set(draws())) == 10
+    torch.manual_seed(0)
+    first, second = list(DataLoader(_Augmented(augment), batch_size=4, num_workers=2))  # one batch per worker
+    assert not torch.equal(first, second)
+
+
+FLIP = {"_target_": "albumentations.HorizontalFlip"}
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"_target_": "albumentations.Compose", "transforms": []}, "needs bbox_params"),
+        (albumentations_config(FLIP, min_visibility=0.3), r"\['min_visibility'\] are not used"),
+        ({**albumentations_config(FLIP), "bbox_params": {"format": "coco", "label_fields": ["labels"]}}, "pascal_voc"),
+        ({"_target_": "albumentations.HorizontalFlip"}, "not an albumentations.Compose"),
+        ({"_target_": "albumentations.Compose", "transforms": [{"_target_": "albumentations.Nope"}]}, "cannot build"),
+    ],
+)
+def test_a_wrong_albumentations_config_names_the_key(config: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        build_augment(config, min_visibility=0.5)
+
+
+def test_build_augment_defaults_to_the_builtin_and_can_be_off() -> None:
+    assert isinstance(build_augment(None, 0.5), Augment)
+    assert build_augment({"enabled": False, "hflip": 1.0}, 0.5) is None
+    assert build_augment({"hflip": 1.0}, 0.3).min_visibility == 0.3

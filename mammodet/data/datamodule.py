@@ -29,7 +29,7 @@ from mammodet.data.detection_dataset import (
     load_records,
 )
 from mammodet.data.synthetic import SynthSpec, generate
-from mammodet.data.transforms import Augment
+from mammodet.data.transforms import build_augment
 
 SOURCES = ("jpeg", "dicom", "cache")
 
@@ -158,8 +158,7 @@ class DetectionDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        options = dict(self.augment_options or {})
-        transform = Augment(min_visibility=self.min_visibility, **options) if options.pop("enabled", True) else None
+        transform = build_augment(self.augment_options, self.min_visibility)
         if self.train_mode == "whole":
             dataset = WholeImageDataset(self.records["train"], self._source(), self.max_side, transform)
             return self._loader(dataset, self.batch_size, shuffle=True)

@@ -10,17 +10,14 @@ generator (reproducible, different in every worker). See docs/benchmarks.md for 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import cv2
 import numpy as np
 import torch
 
-
-def white_level(dtype: np.dtype) -> float:
-    """The stored value of white: the integer maximum (255, 65535), or 1.0 for float images."""
-    dtype = np.dtype(dtype)
-    return float(np.iinfo(dtype).max) if dtype.kind in "ui" else 1.0
+from mammodet.data.preprocess import visible_boxes, white_level
 
 
 def torch_rng() -> np.random.Generator:
@@ -48,15 +45,11 @@ def intensity(image: np.ndarray, alpha: float, beta: float, gamma: float) -> np.
 def affine_boxes(
     boxes: np.ndarray, matrix: np.ndarray, width: int, height: int, min_visibility: float
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Boxes (pixel edges, xyxy) moved by an axis-aligned ``matrix`` (2x3, in edge coordinates), clipped to the
-    image; returns them and the mask of those kept: at least ``min_visibility`` of the moved box is inside."""
+    """Boxes (pixel edges, xyxy) moved by an axis-aligned ``matrix`` (2x3, in edge coordinates), then clipped and
+    kept by ``visible_boxes``; returns them and the mask of those kept."""
     sx, tx, sy, ty = matrix[0, 0], matrix[0, 2], matrix[1, 1], matrix[1, 2]
     moved = np.stack([boxes[:, 0] * sx + tx, boxes[:, 1] * sy + ty, boxes[:, 2] * sx + tx, boxes[:, 3] * sy + ty], 1)
-    clipped = moved.clip(0, [width, height, width, height])
-    area = (moved[:, 2] - moved[:, 0]) * (moved[:, 3] - moved[:, 1])
-    visible = (clipped[:, 2] - clipped[:, 0]) * (clipped[:, 3] - clipped[:, 1])
-    keep = (visible > 0) & (visible >= min_visibility * area)
-    return clipped.astype(np.float32), keep
+    return visible_boxes(moved, width, height, min_visibility)
 
 
 class Augment:
@@ -126,3 +119,19 @@ class Augment:
         if (alpha, beta, gamma) != (1.0, 0.0, 1.0):
             image = intensity(image, alpha, beta, gamma)
         return np.ascontiguousarray(image), boxes.reshape(-1, 4).astype(np.float32), labels
+
+
+def build_augment(
+    options: Mapping[str, Any] | None, min_visibility: float
+) -> Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]] | None:
+    """The training transform ``data.augment`` describes: none when ``enabled`` is false, the albumentations
+    pipeline it composes when it has a ``_target_``, else ``Augment`` with its keys; boxes kept by
+    ``min_visibility`` either way."""
+    options = dict(options or {})
+    if not options.pop("enabled", True):
+        return None
+    if "_target_" in options:
+        from mammodet.data.albumentations_pipeline import from_config  # albumentations loads only when used
+
+        return from_config(options, min_visibility)
+    return Augment(min_visibility=min_visibility, **options)
