@@ -13,7 +13,7 @@ import torch
 from omegaconf import open_dict
 
 from mammodet.config import CONFIG_DIR, compose
-from mammodet.data.albumentations_pipeline import AlbumentationsAugment
+from mammodet.data.transforms import AlbumentationsAugment
 from mammodet.models import FasterRCNNModule
 from mammodet.train import train
 

@@ -37,7 +37,7 @@ from mammodet.data.dicom import read_dicom
 from mammodet.data.layout import DicomLocator, LayoutError
 from mammodet.data.preprocess import breast_box
 from mammodet.data.splits import SPLITS, make_splits
-from mammodet.data.transforms import Augment
+from mammodet.data.transforms import AlbumentationsAugment, build_augment
 
 log = logging.getLogger(__name__)
 
@@ -256,7 +256,7 @@ class DensityDataset(Dataset):
         size: int,
         gamma: float = 0.8,
         crop_breast: bool = True,
-        transform: Augment | None = None,
+        transform: AlbumentationsAugment | None = None,
     ) -> None:
         self.records, self.size, self.gamma, self.crop_breast = list(records), size, gamma, crop_breast
         self.labels = [density_label(r.density, classes) for r in self.records]
@@ -298,7 +298,7 @@ class DensityDataModule(L.LightningDataModule):
             ``val_fraction``.
         synthesize: ``mammodet.data.density_synthetic.generate`` options (with ``out_dir``), used when
             ``csv_path`` does not exist; None: never.
-        augment: ``mammodet.data.transforms.Augment`` options plus ``enabled``; training only.
+        augment: ``data.augment`` as ``mammodet.data.transforms.build_augment`` reads it; training only.
         sampler_alpha: training images drawn with probability ``n_c ** -alpha`` (with replacement);
             0: plain shuffling, 1: classes equally often.
     """
@@ -373,10 +373,7 @@ class DensityDataModule(L.LightningDataModule):
     def dataset(self, split: str, train: bool = False) -> DensityDataset:
         """The images of a split; ``train`` adds the augmentation."""
         hp = self.hparams
-        transform = None
-        options = dict(hp.augment or {})
-        if train and options.pop("enabled", True):
-            transform = Augment(**options)
+        transform = build_augment(hp.augment, min_visibility=0.5) if train else None  # no boxes here
         return DensityDataset(
             self.splits[split], self.classes, hp.image_size, hp.image_gamma, hp.crop_breast, transform
         )
