@@ -35,7 +35,7 @@ from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 from mammodet.data.cbis import DataIssue, load_cbis_ddsm
 from mammodet.data.dicom import read_dicom
 from mammodet.data.layout import DicomLocator, LayoutError
-from mammodet.data.preprocess import breast_box
+from mammodet.data.preprocess import breast_box, white_level
 from mammodet.data.splits import SPLITS, make_splits
 from mammodet.data.transforms import AlbumentationsAugment, build_augment
 
@@ -270,7 +270,7 @@ class DensityDataset(Dataset):
         image = load_image(record.path, self.size, self.gamma, self.crop_breast)  # uint8: augmented as stored
         if self.transform is not None:
             image, _, _ = self.transform(image, np.zeros((0, 4), np.float32), np.zeros(0, np.int64))
-        return torch.from_numpy(image.astype(np.float32) / 255)[None], self.labels[index], index
+        return torch.from_numpy(image.astype(np.float32) / white_level(image.dtype))[None], self.labels[index], index
 
 
 def _log_issues(issues: Sequence[DataIssue], shown: int = 10) -> None:
