@@ -1,5 +1,6 @@
 """Milliseconds one training crop costs in one process, stage by stage: reading it from the cache, each
-augmentation (forced on), the configured ``Augment`` as drawn, and the conversion to the model's float image.
+augmentation (forced on), the default pipeline (``mammodet.data.transforms.build_augment``) as drawn, and
+the conversion to the model's float image.
 
     python bench/crop_cost.py [--quick] [--repeats 200] [--json FILE]
 
@@ -23,7 +24,7 @@ from data_pipeline import REPO, SIZES, make_data
 
 from mammodet.data.cache import CacheSettings, CacheSource, build_cache
 from mammodet.data.detection_dataset import CropDataset, load_records, model_input, to_sample
-from mammodet.data.transforms import Augment
+from mammodet.data.transforms import build_augment
 
 FORCED = {  # one augmentation at a time, always applied
     "hflip": {"hflip": 1.0},
@@ -54,10 +55,10 @@ def stages(dataset: CropDataset, crop_size: int, repeats: int) -> dict[str, floa
     image, boxes, labels = crop[0].numpy(), target["boxes"].numpy(), target["labels"].numpy()
     result = {"crop": median_ms(lambda: dataset[0], repeats)}
     for name, options in FORCED.items():
-        augment = Augment(**{**OFF, **options})
+        augment = build_augment({**OFF, **options}, 0.5)
         result[name] = median_ms(lambda augment=augment: augment(image, boxes, labels), repeats)
-    configured = Augment()
-    result["Augment (as configured)"] = median_ms(lambda: configured(image, boxes, labels), repeats)
+    configured = build_augment(None, 0.5)
+    result["default pipeline (as configured)"] = median_ms(lambda: configured(image, boxes, labels), repeats)
     result["to_sample + model_input"] = median_ms(lambda: model_input(to_sample(image, boxes, labels, 0)[0]), repeats)
     return result
 

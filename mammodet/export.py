@@ -9,7 +9,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from mammodet.config import CONFIG_DIR
-from mammodet.serving.export import export_model, push_to_hub
+from mammodet.serving.export import checkpoint_data, export_model, push_to_hub, trained_on
 from mammodet.serving.inference import Detector
 
 
@@ -19,7 +19,8 @@ def main(cfg: DictConfig) -> None:
     detector = Detector.from_checkpoint(cfg.ckpt_path, "cpu", score_thresh=cfg.score_thresh)
     metrics = json.loads(Path(cfg.metrics_path).read_text()) if cfg.metrics_path else None
     onnx_size = OmegaConf.to_container(cfg.onnx_size) if cfg.onnx_size else None
-    files = export_model(detector, cfg.out_dir, metrics, cfg.onnx, onnx_size, cfg.dataset_name)
+    dataset_name = cfg.dataset_name or trained_on(checkpoint_data(cfg.ckpt_path))
+    files = export_model(detector, cfg.out_dir, metrics, cfg.onnx, onnx_size, dataset_name)
     for kind, path in files.items():
         print(f"{kind:12s} {path}")
     if cfg.push_to_hub:

@@ -23,7 +23,7 @@ from mammodet.data.detection_dataset import (
     model_input,
     whole_size,
 )
-from mammodet.data.transforms import Augment
+from mammodet.data.transforms import build_augment
 from mammodet.train import train
 
 HALF_LEVEL_8 = 0.5 / 255 + 1e-6  # uint8 storage of a resized (float) image: at most half a grey level off
@@ -51,7 +51,7 @@ def test_cache_gives_the_jpeg_sources_samples(converted: Path, tmp_path: Path) -
     # Training crops at the converted scale, plain and augmented: identical pixels (uint8, as stored), boxes,
     # labels and images drawn.
     options = {"crop_size": 96, "samples_per_epoch": 40, "positive_fraction": 0.5, "min_visibility": 0.5}
-    for transform in (None, Augment(hflip=0.5, vflip=0.5, affine=0.5, brightness_contrast=0.5, gamma=0.5)):
+    for transform in (None, build_augment({"affine": 0.5, "brightness_contrast": 0.5, "gamma": 0.5}, 0.5)):
         moved = 0
         for (a, ta), (b, tb) in zip(
             crops(CropDataset(train_records, jpeg, **options, transform=transform)),

@@ -37,9 +37,10 @@ def test_heat_maps_lie_in_the_breast_crop(detector: Detector, mammograms: dict[s
 
 def test_one_picture_per_lesion_above_the_threshold(detector: Detector, mammograms: dict[str, Path]) -> None:
     scores = detector.detect(mammograms["clear"]).scores
-    pictures = explain_file(detector, mammograms["clear"], float(scores[0]), max_lesions=5)  # the best
+    pictures, best = explain_file(detector, mammograms["clear"], float(scores[0]), max_lesions=5)  # the best
     assert [p.shape for p in pictures] == [(320, 200, 3)] and pictures[0].dtype == np.uint8
-    assert explain_file(detector, mammograms["clear"], 1.01, max_lesions=5) == []
+    assert best == float(scores[0])
+    assert explain_file(detector, mammograms["clear"], 1.01, max_lesions=5) == ([], float(scores[0]))
 
 
 def test_explain_command_writes_a_png_per_lesion(
@@ -61,3 +62,17 @@ def test_explain_command_writes_a_png_per_lesion(
     assert written == ["lesions.dcm.lesion1.png"]  # max_lesions
     assert cv2.imread(str(tmp_path / written[0])).shape == (320, 200, 3)
     assert capsys.readouterr().out == "lesions.dcm: 1 lesions explained\n"
+
+
+def test_explain_says_when_nothing_reached_the_threshold_and_what_to_lower(
+    tiny_checkpoint: Path, mammograms: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    options = [f"ckpt_path={tiny_checkpoint}", f"input={mammograms['lesions']}", f"out_dir={tmp_path}", "device=cpu"]
+    explain_main.__wrapped__(compose("explain", [*options, "score_thresh=1.01"]))  # exits normally: a result
+    lines = capsys.readouterr().out.splitlines()
+    assert not list(tmp_path.glob("*.png")) and len(lines) == 2
+    assert lines[0].startswith("lesions.dcm: 0 lesions explained; none scored at least score_thresh=1.01 (best ")
+    assert lines[1].startswith(f"nothing written to {tmp_path}; none scored at least score_thresh=1.01")
+    suggested = lines[1].rsplit("score_thresh=", 1)[1]
+    explain_main.__wrapped__(compose("explain", [*options, f"score_thresh={suggested}", "max_lesions=1"]))
+    assert [p.name for p in tmp_path.glob("*.png")] == ["lesions.dcm.lesion1.png"]  # the suggestion shows the best

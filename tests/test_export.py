@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,15 @@ from mammodet.config import compose
 from mammodet.export import main as export_main
 from mammodet.models import FasterRCNNModule
 from mammodet.serving import export as export_module
-from mammodet.serving.export import exportable, onnx_forward, padded, torchscript_forward
+from mammodet.serving.export import (
+    checkpoint_data,
+    exportable,
+    model_card,
+    onnx_forward,
+    padded,
+    torchscript_forward,
+    trained_on,
+)
 from mammodet.serving.inference import Detections, Detector, Forward
 
 METRICS = {"map": 0.25, "map_50": 0.5, "ap_50/mass_high": 0.75, "ap/calcification": -1.0, "checkpoint": "x.ckpt"}
@@ -34,8 +43,7 @@ def exported(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) ->
         [
             f"ckpt_path={tiny_checkpoint}",
             f"out_dir={out / 'model'}",
-            f"metrics_path={out / 'metrics.json'}",
-            "dataset_name=synthetic CBIS-DDSM",
+            f"metrics_path={out / 'metrics.json'}",  # dataset_name: from the checkpoint (synthetic data)
         ],
     )
     export_main.__wrapped__(cfg)
@@ -69,6 +77,11 @@ def test_files_config_and_weights(exported: Path, detector: Detector) -> None:
     expected = detector.model.state_dict()
     assert all(torch.equal(value, expected[key]) for key, value in model.state_dict().items())
     onnx.checker.check_model(str(exported / "model.onnx"))
+    umask = os.umask(0)
+    os.umask(umask)
+    assert {p.name: p.stat().st_mode & 0o777 for p in exported.iterdir() if p.is_file()} == dict.fromkeys(
+        ["README.md", "config.json", "model.onnx", "model.pt", "model.safetensors"], 0o666 & ~umask
+    )
 
 
 def test_model_card(exported: Path, detector: Detector) -> None:
@@ -88,6 +101,20 @@ def test_model_card(exported: Path, detector: Detector) -> None:
     for heading in ("## Intended use", "## Limitations", "## Training data", "## Files and how to load them"):
         assert heading in body
     assert "Research use only, not for clinical use" in body and detector.version in body
+    assert "synthetic mammograms rendered by `mammodet.synth`" in body
+
+
+def test_the_card_names_the_data_the_checkpoint_was_trained_on(
+    exported: Path, tiny_checkpoint: Path, tmp_path: Path
+) -> None:
+    data = checkpoint_data(tiny_checkpoint)  # csv_dir beside the generator's synth_truth.json
+    assert data["dataset"] == "synthetic CBIS-DDSM" and trained_on(data) == "synthetic CBIS-DDSM"
+    (tmp_path / "csv").mkdir()
+    real = {**data, "csv_dir": str(tmp_path / "csv"), "dataset": "CBIS-DDSM"}
+    assert trained_on(real) == "CBIS-DDSM" and trained_on({**real, "dataset": None}) == "CBIS-DDSM"
+    assert trained_on({**real, "dataset": "synthetic CBIS-DDSM"}) == "synthetic CBIS-DDSM"
+    config = json.loads((exported / "config.json").read_text())
+    assert "mammodet.synth" not in model_card(config, None, "CBIS-DDSM")
 
 
 def assert_same(a: Detections, b: Detections, box_atol: float, score_atol: float) -> None:

@@ -227,6 +227,26 @@ def test_predict_folder_writes_json_png_and_summary(
     )
 
 
+def test_predict_warns_about_roi_masks_and_lesion_crops(
+    detector: Detector, mammograms: dict[str, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    (inputs / "mammogram.dcm").write_bytes(mammograms["lesions"].read_bytes())
+    mask = np.zeros((320, 200), np.uint8)
+    mask[100:140, 60:110] = 255
+    cv2.imwrite(str(inputs / "mask.png"), mask)
+    pixels = read_dicom(mammograms["lesions"], out_dtype="uint8", gamma=0.8)
+    cv2.imwrite(str(inputs / "crop.png"), pixels[150:193, 80:124])  # 44 x 43, as in issue 13
+    with caplog.at_level("WARNING", logger="mammodet.serving.predict"):
+        summary = predict_files(detector, inputs, tmp_path / "out")
+    assert summary.done == 3 and not summary.failed  # predicted anyway
+    assert sorted(r.getMessage() for r in caplog.records) == [
+        "crop.png is 44 x 43 pixels, too small for a whole mammogram (a lesion crop?); predicting anyway",
+        "mask.png looks like an ROI mask (only black and one other value), not a mammogram; predicting anyway",
+    ]
+
+
 def test_predict_command(
     tiny_checkpoint: Path, mammograms: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:

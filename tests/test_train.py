@@ -15,6 +15,7 @@ from hydra.errors import InstantiationException
 from omegaconf import open_dict
 
 from mammodet.config import CONFIG_DIR, compose
+from mammodet.data.transforms import AlbumentationsAugment
 from mammodet.models import FasterRCNNModule
 from mammodet.train import train
 
@@ -68,6 +69,16 @@ def test_fast_dev_run_from_each_source(source: str, synthetic_classic: Path, tmp
     assert torch.isfinite(torch.tensor(metrics["train/loss"]))
     assert objects["trainer"].global_step == 1
     assert "map_50" in json.loads((tmp_path / "run" / "test_metrics.json").read_text())
+
+
+def test_an_albumentations_pipeline_given_in_the_config_trains(synthetic_classic: Path, tmp_path: Path) -> None:
+    overrides = [*tiny_overrides(synthetic_classic, tmp_path), "data/augment=albumentations", "test=false"]
+    metrics, objects = train(compose("train", overrides))
+    assert torch.isfinite(torch.tensor(metrics["train/loss"])) and objects["trainer"].global_step == 2
+    assert isinstance(objects["trainer"].train_dataloader.dataset.transform, AlbumentationsAugment)
+    checkpoint = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")
+    augment = checkpoint["datamodule_hyper_parameters"]["augment"]  # saved as the config, plain types
+    assert augment["_target_"] == "albumentations.Compose" and len(augment["transforms"]) == 5
 
 
 def test_train_writes_outputs_resumes_and_checkpoints_load_weights_only(

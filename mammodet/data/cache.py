@@ -47,11 +47,11 @@ from mammodet.data.detection_dataset import (
     scaled_size,
     whole_size,
 )
+from mammodet.data.preprocess import white_level
 from mammodet.data.splits import SPLITS
 
 INPUTS = ("jpeg", "dicom")
-UNITS = {"uint8": 255.0, "uint16": 65535.0}
-"""Stored value of white per storage dtype."""
+DTYPES = ("uint8", "uint16")
 
 Size = tuple[int, int]
 
@@ -71,8 +71,8 @@ class CacheSettings:
     def __post_init__(self) -> None:
         if self.input not in INPUTS:
             raise ValueError(f"unknown cache input {self.input!r}; choose one of {INPUTS}")
-        if self.dtype not in UNITS:
-            raise ValueError(f"unknown cache dtype {self.dtype!r}; choose one of {tuple(UNITS)}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"unknown cache dtype {self.dtype!r}; choose one of {DTYPES}")
 
 
 @dataclass
@@ -119,7 +119,7 @@ def open_array(path: Path, size: Size, dtype: str) -> np.ndarray:
 
 def quantize(image: np.ndarray, dtype: str) -> np.ndarray:
     """A [0, 1] float image as ``dtype`` (rounded: a uint8 image divided by 255 comes back exactly)."""
-    return np.rint(np.clip(image, 0.0, 1.0) * UNITS[dtype]).astype(dtype)
+    return np.rint(np.clip(image, 0.0, 1.0) * white_level(dtype)).astype(dtype)
 
 
 def _save_atomic(array: np.ndarray, path: Path) -> None:
@@ -250,7 +250,7 @@ class CacheSource:
         image_dir: str | os.PathLike,
         dicom_root: str | os.PathLike | None = None,
     ) -> None:
-        self.cache_dir, self.settings, self.unit = Path(cache_dir), settings, UNITS[settings.dtype]
+        self.cache_dir, self.settings, self.unit = Path(cache_dir), settings, white_level(settings.dtype)
         self.image_dir, self.dicom_root = image_dir, str(dicom_root) if dicom_root else None
         self._input: ImageSource | None = None
 

@@ -30,7 +30,7 @@ from mammodet.data.detection_dataset import (
     collate,
     load_records,
 )
-from mammodet.data.transforms import Augment
+from mammodet.data.transforms import build_augment
 
 SOURCES = ("jpeg", "dicom", "cache")
 
@@ -43,6 +43,7 @@ class DetectionDataModule(L.LightningDataModule):
     def __init__(
         self,
         image_dir: str,
+        dataset: str = "CBIS-DDSM",
         csv_dir: str | None = None,
         dicom_root: str | None = None,
         source: str = "jpeg",
@@ -183,8 +184,7 @@ class DetectionDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        options = dict(self.augment_options or {})
-        transform = Augment(min_visibility=self.min_visibility, **options) if options.pop("enabled", True) else None
+        transform = build_augment(self.augment_options, self.min_visibility)
         if self.train_mode == "whole":
             dataset = WholeImageDataset(self.records["train"], self._source(), self.max_side, transform)
             return self._loader(dataset, self.batch_size, shuffle=True)

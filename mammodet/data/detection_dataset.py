@@ -27,10 +27,10 @@ from torchvision.transforms.v2.functional import to_dtype
 
 from mammodet.data.dicom import read_dicom
 from mammodet.data.layout import DicomLocator
-from mammodet.data.preprocess import resize_scale
+from mammodet.data.preprocess import resize_scale, visible_boxes, white_level
 from mammodet.data.records import ImageRecord as ImageRecord  # re-exported: records moved to mammodet.data.records
 from mammodet.data.records import load_records as load_records
-from mammodet.data.transforms import torch_rng, white_level
+from mammodet.data.transforms import torch_rng
 
 Target = dict[str, Any]
 Transform = Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
@@ -166,18 +166,11 @@ class WholeImageDataset(Dataset):
 def crop_boxes(
     boxes: np.ndarray, labels: np.ndarray, window: tuple[int, int, int, int], min_visibility: float
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Boxes seen through a crop window, in its coordinates: clipped, and kept only when at least
-    ``min_visibility`` of their area is inside."""
+    """Boxes seen through a crop window, in its coordinates, clipped and kept by ``visible_boxes``."""
     x0, y0, x1, y1 = window
-    boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
-    clipped = np.stack(
-        [boxes[:, 0].clip(x0, x1), boxes[:, 1].clip(y0, y1), boxes[:, 2].clip(x0, x1), boxes[:, 3].clip(y0, y1)], axis=1
-    )
-    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    visible = (clipped[:, 2] - clipped[:, 0]) * (clipped[:, 3] - clipped[:, 1])
-    keep = (visible > 0) & (visible >= min_visibility * area)
-    shifted = clipped[keep] - np.array([x0, y0, x0, y0], dtype=np.float32)
-    return shifted.reshape(-1, 4), np.asarray(labels)[keep]
+    shifted = np.asarray(boxes, dtype=np.float32).reshape(-1, 4) - np.array([x0, y0, x0, y0], dtype=np.float32)
+    clipped, keep = visible_boxes(shifted, x1 - x0, y1 - y0, min_visibility)
+    return clipped[keep], np.asarray(labels)[keep]
 
 
 class CropDataset(Dataset):

@@ -36,9 +36,10 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_modality_lut, apply_windowing, get_decoder
 
+from mammodet.data.preprocess import white_level
+
 OutDtype = Literal["uint8", "uint16", "float32"]
 
-_OUT_MAX = {"uint8": 255, "uint16": 65535}
 _UNDEFINED_LENGTH = 0xFFFFFFFF
 
 
@@ -100,7 +101,7 @@ def read_dicom(
         unit **= gamma
     if out_dtype == "float32":
         return unit.astype(np.float32)[index]
-    return np.rint(unit * _OUT_MAX[out_dtype]).astype(out_dtype)[index]
+    return np.rint(unit * white_level(out_dtype)).astype(out_dtype)[index]
 
 
 def read_raw_pixels(path: str | os.PathLike) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""Image geometry shared by conversion and on-the-fly DICOM loading: breast crop and resize."""
+"""Image geometry shared by conversion, loading and augmentation: breast crop, resize, the box clip rule and the
+white level."""
 
 from __future__ import annotations
 
@@ -8,6 +9,24 @@ import cv2
 import numpy as np
 
 Box = tuple[float, float, float, float]
+
+
+def white_level(dtype: np.dtype | str) -> float:
+    """The stored value of white: the integer maximum (255 for uint8, 65535 for uint16), or 1.0 for float
+    images; the one definition every reader, writer and augmentation scales by."""
+    dtype = np.dtype(dtype)
+    return float(np.iinfo(dtype).max) if dtype.kind in "ui" else 1.0
+
+
+def visible_boxes(boxes: np.ndarray, width: int, height: int, min_visibility: float) -> tuple[np.ndarray, np.ndarray]:
+    """Boxes (xyxy, pixel edges) clipped to a ``width`` x ``height`` image, and the mask of those kept: the box
+    clip rule of crops, the affine and albumentations pipelines. A box is kept when some of it is inside and at
+    least ``min_visibility`` of its area is."""
+    boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+    clipped = boxes.clip(0, np.array([width, height, width, height], dtype=np.float32))
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    visible = (clipped[:, 2] - clipped[:, 0]) * (clipped[:, 3] - clipped[:, 1])
+    return clipped, (visible > 0) & (visible >= min_visibility * area)
 
 
 def breast_box(image: np.ndarray, margin: int = 8) -> tuple[int, int, int, int]:

@@ -35,9 +35,9 @@ from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 from mammodet.data.cbis import DataIssue, load_cbis_ddsm
 from mammodet.data.dicom import read_dicom
 from mammodet.data.layout import DicomLocator, LayoutError
-from mammodet.data.preprocess import breast_box
+from mammodet.data.preprocess import breast_box, white_level
 from mammodet.data.splits import SPLITS, make_splits
-from mammodet.data.transforms import Augment
+from mammodet.data.transforms import AlbumentationsAugment, build_augment
 
 log = logging.getLogger(__name__)
 
@@ -256,7 +256,7 @@ class DensityDataset(Dataset):
         size: int,
         gamma: float = 0.8,
         crop_breast: bool = True,
-        transform: Augment | None = None,
+        transform: AlbumentationsAugment | None = None,
     ) -> None:
         self.records, self.size, self.gamma, self.crop_breast = list(records), size, gamma, crop_breast
         self.labels = [density_label(r.density, classes) for r in self.records]
@@ -270,7 +270,7 @@ class DensityDataset(Dataset):
         image = load_image(record.path, self.size, self.gamma, self.crop_breast)  # uint8: augmented as stored
         if self.transform is not None:
             image, _, _ = self.transform(image, np.zeros((0, 4), np.float32), np.zeros(0, np.int64))
-        return torch.from_numpy(image.astype(np.float32) / 255)[None], self.labels[index], index
+        return torch.from_numpy(image.astype(np.float32) / white_level(image.dtype))[None], self.labels[index], index
 
 
 def _log_issues(issues: Sequence[DataIssue], shown: int = 10) -> None:
@@ -296,7 +296,7 @@ class DensityDataModule(L.LightningDataModule):
         image_gamma: DICOM display gamma (``read_dicom``).
         split: ``make_splits`` options: ``mode`` (``official`` for CBIS-DDSM, ``random_701515``), ``seed``,
             ``val_fraction``.
-        augment: ``mammodet.data.transforms.Augment`` options plus ``enabled``; training only.
+        augment: ``data.augment`` as ``mammodet.data.transforms.build_augment`` reads it; training only.
         sampler_alpha: training images drawn with probability ``n_c ** -alpha`` (with replacement);
             0: plain shuffling, 1: classes equally often.
     """
@@ -375,10 +375,7 @@ class DensityDataModule(L.LightningDataModule):
     def dataset(self, split: str, train: bool = False) -> DensityDataset:
         """The images of a split; ``train`` adds the augmentation."""
         hp = self.hparams
-        transform = None
-        options = dict(hp.augment or {})
-        if train and options.pop("enabled", True):
-            transform = Augment(**options)
+        transform = build_augment(hp.augment, min_visibility=0.5) if train else None  # no boxes here
         return DensityDataset(
             self.splits[split], self.classes, hp.image_size, hp.image_gamma, hp.crop_breast, transform
         )

@@ -25,9 +25,11 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from matplotlib.figure import Figure
+from pytorch_grad_cam import GradCAM
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+from torch import nn
 
 from mammodet.metrics.classification import json_ready
-from mammodet.models.gradcam import grad_cam
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +69,29 @@ def plot_confusion(confusion: list[list[int]], names: list[str], title: str, pat
     axes.set(xticks=ticks, yticks=ticks, xticklabels=names, yticklabels=names, xlabel="predicted", ylabel="true")
     axes.set_title(title, fontsize=9)
     figure.savefig(path, dpi=100)
+
+
+def grad_cam(model: nn.Module, layer: nn.Module, images: torch.Tensor, classes: torch.Tensor) -> np.ndarray:
+    """Grad-CAM maps ``[B, H, W]`` in 0..1 of ``images`` ``[B, C, H, W]`` for ``classes`` ``[B]``: the ``grad-cam``
+    package's ``GradCAM`` (as ``mammodet explain`` uses for detections), in float32 and eval mode.
+
+    The input requires gradients, so they reach ``layer`` through frozen layers (``head_only``); parameters are
+    set not to require gradients meanwhile, so none is accumulated; mode and ``requires_grad`` are restored.
+    """
+    was_training = model.training
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    cam = GradCAM(model=model, target_layers=[layer])  # sets eval mode
+    try:
+        for parameter in trainable:
+            parameter.requires_grad_(False)
+        with torch.inference_mode(False), torch.enable_grad(), torch.autocast(images.device.type, enabled=False):
+            inputs = images.detach().clone().float().requires_grad_(True)
+            return cam(input_tensor=inputs, targets=[ClassifierOutputTarget(int(c)) for c in classes])
+    finally:
+        cam.activations_and_grads.release()
+        for parameter in trainable:
+            parameter.requires_grad_(True)
+        model.train(was_training)
 
 
 def overlay(image: np.ndarray, cam: np.ndarray) -> np.ndarray:
@@ -166,7 +191,7 @@ class DensityReport(Callback):
         images = torch.stack([dataset[i][0] for i in range(count)]).to(pl_module.device)
         position = {int(index): row for row, index in enumerate(report["index"])}
         preds = torch.stack([report["probs"][position[i]].argmax() for i in range(count)])
-        maps = grad_cam(pl_module, pl_module.gradcam_layer, images, preds).cpu().numpy()
+        maps = grad_cam(pl_module, pl_module.gradcam_layer, images, preds)
         for i in range(count):
             true, pred = names[dataset.labels[i]], names[int(preds[i])]
             picture = overlay(images[i, 0].cpu().numpy(), maps[i])

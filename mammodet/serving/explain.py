@@ -47,14 +47,19 @@ def _on_original(small: np.ndarray, prepared: Prepared) -> np.ndarray:
     return full
 
 
-def explain_file(detector: Detector, path: str | Path, score_thresh: float, max_lesions: int) -> list[np.ndarray]:
+def explain_file(
+    detector: Detector, path: str | Path, score_thresh: float, max_lesions: int
+) -> tuple[list[np.ndarray], float | None]:
     """RGB uint8 pictures, one per detection scoring at least ``score_thresh`` (best ``max_lesions`` first):
-    the image with that lesion's heat map and box."""
+    the image with that lesion's heat map and box; and the best detection's score (None: no detection at all),
+    so a caller can say what threshold would have shown something."""
     prepared = detector.prepare(path)
-    shown = detector.run([prepared])[0].above(score_thresh).select(slice(0, max_lesions))
+    detections = detector.run([prepared])[0]
+    best = float(detections.scores[0]) if len(detections.scores) else None
+    shown = detections.above(score_thresh).select(slice(0, max_lesions))
     gray = np.repeat(np.clip(prepared.image, 0, 1)[..., None], 3, axis=2)
     pictures = []
     for k, heat in enumerate(heat_maps(detector, prepared, shown)):
         overlay = show_cam_on_image(gray, heat, use_rgb=True, image_weight=0.6)
         pictures.append(annotate(overlay, shown.select(slice(k, k + 1)), 0.0))
-    return pictures
+    return pictures, best

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import re
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Optional
 
@@ -163,6 +165,26 @@ def onnx_forward(path: str | Path, size: tuple[int, int]) -> Forward:
     return padded(run, size)
 
 
+SYNTHETIC = "synthetic CBIS-DDSM"
+"""The model card's dataset name for a model trained on ``mammodet.synth``'s data."""
+
+
+def trained_on(data_hparams: Mapping[str, Any]) -> str:
+    """The data a checkpoint was trained on, from its ``datamodule_hyper_parameters``: ``SYNTHETIC`` when
+    ``data.csv_dir`` sits beside the generator's ``synth_truth.json``, else the run's ``data.dataset`` (the demo
+    sets ``SYNTHETIC``), ``CBIS-DDSM`` by default."""
+    csv_dir = data_hparams.get("csv_dir")
+    if csv_dir and (Path(csv_dir).parent / "synth_truth.json").is_file():
+        return SYNTHETIC
+    return data_hparams.get("dataset") or "CBIS-DDSM"
+
+
+def checkpoint_data(path: str | Path) -> dict[str, Any]:
+    """A checkpoint's ``datamodule_hyper_parameters`` (memory-mapped: the weights are not read)."""
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    return dict(checkpoint.get("datamodule_hyper_parameters") or {})
+
+
 def export_model(
     detector: Detector,
     out_dir: str | Path,
@@ -205,6 +227,10 @@ def export_model(
     files["config"].write_text(json.dumps(config, indent=2))
     files["card"] = out / "README.md"
     files["card"].write_text(model_card(config, metrics, dataset_name))
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in files.values():  # safetensors writes its file 0600; every file gets what the umask allows
+        path.chmod(0o666 & ~umask)
     return files
 
 
@@ -267,6 +293,12 @@ def model_card(config: dict[str, Any], metrics: dict[str, Any] | None, dataset_n
             }
         ]
     pre, thresholds = config["preprocessing"], config["thresholds"]
+    synthetic_note = (
+        " These are synthetic mammograms rendered by `mammodet.synth` in CBIS-DDSM's layout: no real patient,\n"
+        "and metrics on them say nothing about real mammograms."
+        if dataset_name == SYNTHETIC
+        else ""
+    )
     results = "\n".join(f"| {e['name']} | {e['value']:.4f} |" for e in entries)
     evaluation = (
         f"Test split of {dataset_name}, whole images, COCO-style metrics:\n\n| metric | value |\n|---|---|\n{results}"
@@ -307,7 +339,7 @@ benchmarking, error analysis, teaching. Not for diagnosis, triage or any decisio
 
 ## Training data
 {dataset_name}: mammograms with lesion outlines (ROI masks) turned into boxes, split by patient into
-train/validation/test by `mammodet.data.splits`.
+train/validation/test by `mammodet.data.splits`.{synthetic_note}
 
 ## Evaluation
 {evaluation}

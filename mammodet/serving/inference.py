@@ -35,7 +35,7 @@ from mammodet.data.classes import CLASSES, LABEL_NAMES
 from mammodet.data.conversion import ConvertSettings
 from mammodet.data.detection_dataset import model_input, to_sample
 from mammodet.data.dicom import DicomError, read_dicom, read_dicom_header
-from mammodet.data.preprocess import breast_box, crop_and_resize, unmap_boxes
+from mammodet.data.preprocess import breast_box, crop_and_resize, unmap_boxes, white_level
 from mammodet.models import FasterRCNNModule
 
 Forward = Callable[[list[Tensor]], list[dict[str, Tensor]]]
@@ -107,7 +107,7 @@ def load_image(path: str | Path, gamma: float, max_pixels: int = DEFAULT_MAX_PIX
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE | cv2.IMREAD_ANYDEPTH)
     if image is None:
         raise InputError(path, "invalid", f"cannot decode the {label} data (truncated or corrupt)")
-    return image.astype(np.float32) / (65535.0 if image.dtype == np.uint16 else 255.0)
+    return image.astype(np.float32) / white_level(image.dtype)
 
 
 def _check_pixels(path: Path, width: int, height: int, max_pixels: int) -> None:

@@ -3,7 +3,8 @@
 An input ``<dir>/<name>`` (``<name>`` with its suffix, e.g. ``000000.dcm``) gives ``<out_dir>/<dir>/<name>.json``
 (``{"detections", "image", "model"}`` as the REST API answers, plus ``image.file``) and ``<name>.png``; the
 folders below the input folder are kept, so CBIS-DDSM's many ``000000.dcm`` do not collide. A file that
-cannot be read is reported (log and CSV ``error`` column) and the others go on.
+cannot be read is reported (log and CSV ``error`` column) and the others go on. An input that does not look
+like a mammogram (``not_a_mammogram``: an ROI mask, a lesion crop) is predicted on, with a warning.
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
 from mammodet.data.classes import CLASSES, LABEL_NAMES
+from mammodet.data.dicom import is_binary_mask
 from mammodet.serving.inference import Detections, Detector, InputError, Prepared
 from mammodet.serving.render import annotate, png_bytes
 
@@ -27,6 +30,22 @@ IMAGE_SUFFIXES = (".dcm", ".dicom", ".png", ".jpg", ".jpeg")
 
 CSV_COLUMNS = ("file", "width", "height", "detections", "above_thresh", "max_score", *CLASSES, "error")
 """``detections``: all the model kept; ``above_thresh`` and the per-class counts: those at ``score_thresh``."""
+
+
+MIN_SIDE = 256
+"""An image whose longer side is under this many pixels is warned about: mammograms are thousands of pixels
+(CBIS-DDSM's lesion crops, tens to hundreds)."""
+
+
+def not_a_mammogram(image: np.ndarray) -> str | None:
+    """Why a decoded image looks like an ROI mask (two values, one black) or a lesion crop (tiny), else None:
+    the detector runs on either without complaint but was trained on whole mammograms."""
+    if is_binary_mask(image):
+        return "looks like an ROI mask (only black and one other value), not a mammogram"
+    if max(image.shape) < MIN_SIDE:
+        height, width = image.shape
+        return f"is {width} x {height} pixels, too small for a whole mammogram (a lesion crop?)"
+    return None
 
 
 @dataclass
@@ -86,6 +105,9 @@ def predict_files(
             for path in chunk:
                 try:
                     batch.append((path, detector.prepare(path)))
+                    doubt = not_a_mammogram(batch[-1][1].image)
+                    if doubt:
+                        log.warning("%s %s; predicting anyway", path.relative_to(root).as_posix(), doubt)
                 except InputError as error:
                     log.warning("%s", error)
                     name = path.relative_to(root).as_posix()
