@@ -31,8 +31,8 @@ from handwritten_augment import HandWrittenAugment
 from omegaconf import OmegaConf
 
 from mammodet.config import CONFIG_DIR
-from mammodet.synthetic.images import breast_region, render_mammogram, sample_lesions
 from mammodet.data.transforms import build_augment
+from mammodet.synthetic.images import breast_region, render_mammogram, sample_lesions
 
 OFF = {"hflip": 0.0, "vflip": 0.0, "affine": 0.0, "brightness_contrast": 0.0, "gamma": 0.0}
 FORCED = {  # row name: (hand-written option forced on, index of the same transform in albumentations.yaml)
