@@ -25,7 +25,7 @@ from mammodet.metrics import (
     mean_average_precision,
 )
 from mammodet.metrics.froc import froc_sensitivity
-from mammodet.metrics.report import EvalSettings, evaluate_detections
+from mammodet.metrics.report import EvalSettings, evaluate_detections, json_ready
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -130,6 +130,11 @@ def test_intervals_follow_the_image_ids(tmp_path: Path) -> None:
         assert metrics["ci"]["f1_macro"]["value"] == metrics["f1_macro"]
         assert metrics["ci"]["sens_at_1fp"]["value"] == metrics["froc"]["sensitivity_at"]["1"]
         assert metrics["froc"]["interpolation"] == interpolation
+        # metrics.json carries the evaluator's flat dict, the one validation logs, under "values".
+        evaluator = settings.evaluator(CLASSES)
+        evaluator.update(preds, targets, ids)
+        assert metrics["values"] == json_ready(evaluator.compute())
+        assert metrics["values"]["map_50"] == metrics["map_50"] and metrics["values"]["f1_macro"] == metrics["f1_macro"]
     statistic = froc_statistic(preds, targets, interpolation="linear")
     assert statistic(np.ones((1, 18)))[0] == metrics["froc"]["sensitivity_at"]["1"]
 

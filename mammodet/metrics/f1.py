@@ -3,8 +3,8 @@ class confusion matrix.
 
 Greedy matching processes predictions in descending score order, so whether a prediction matches never
 depends on lower-scored ones: one pass over *all* predictions gives every prediction's TP/FP status at
-every score threshold (the predictions kept by a threshold are a prefix of that order). The metric
-therefore stores one record per prediction and derives counts at any threshold in ``compute``.
+every score threshold (the predictions kept by a threshold are a prefix of that order). ``MatchRecords``
+therefore hold one record per prediction, and :func:`f1_result` derives counts at any threshold from them.
 
 Conventions (per class, at the score threshold):
 

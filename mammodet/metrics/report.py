@@ -169,6 +169,7 @@ def metrics_json(
             "seed": settings.seed,
             "resampled": "patients",
         },
+        "values": values,
     }
 
 
