@@ -38,7 +38,6 @@ from mammodet.metrics.plots import (
 from mammodet.metrics.report import EvalSettings, evaluate_detections, markdown_table
 
 if TYPE_CHECKING:
-    import torch
 
     from mammodet.data.datamodule import DetectionDataModule
     from mammodet.data.detection_dataset import ImageSource
@@ -71,13 +70,6 @@ def default_out_dir(ckpt_path: str | None, split: str, log_dir: str, stamp: str)
 OmegaConf.register_new_resolver("evaluate_out_dir", default_out_dir, replace=True)
 
 
-def resolve_device(device: str) -> torch.device:
-    """``auto``: the GPU when there is one, else the CPU."""
-    import torch
-
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else torch.device(device)
-
-
 def checkpoint_datamodule(ckpt_path: Path, overrides: dict[str, Any]) -> DetectionDataModule:
     """The datamodule a checkpoint was trained with, with the non-null ``overrides`` applied."""
     import torch
@@ -104,6 +96,7 @@ def predict_split(
     from mammodet.data.detection_dataset import collate
     from mammodet.data.preprocess import unmap_boxes
     from mammodet.models import FasterRCNNModule
+    from mammodet.serving.inference import resolve_device
 
     path = Path(ckpt_path)
     if not path.is_file():

@@ -9,9 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from mammodet.data.classes import CLASSES, LABEL_NAMES
-from mammodet.data.detection_dataset import load_records
-
-SPLITS = ("train", "val", "test")
+from mammodet.data.records import load_records
+from mammodet.data.splits import SPLITS
 
 
 @dataclass(frozen=True)
