@@ -15,8 +15,8 @@ from mammodet.data.annotate import annotate
 from mammodet.data.cbis import load_cbis_ddsm
 from mammodet.data.classes import LABEL_NAMES
 from mammodet.data.conversion import ConvertSettings, convert_dataset
-from mammodet.data.labels import lesion_label
 from mammodet.data.dicom import read_dicom
+from mammodet.data.labels import lesion_label
 from mammodet.data.layout import DicomLocator
 from mammodet.data.preprocess import unmap_boxes
 from mammodet.data.synthetic import PLANTED_IDENTIFIERS

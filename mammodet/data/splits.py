@@ -1,10 +1,11 @@
-"""Leak-free, patient-grouped, reproducible train/val/test splits that survive partial downloads and subsets.
+"""Leak-free, patient-grouped, class-stratified train/val/test splits, computed from the CSVs alone.
 
-Every mammogram of a patient lands in one split (asserted). A patient's split is drawn from a hash of the seed
-and the patient id alone (``patient_draw``), so it never depends on which other patients, rows or files are
-present: a partial download, a subset of the CSV rows and the full dataset put every shared patient in the
-same split. Classes reach every split by the law of large numbers (the real CSVs: every class in every split);
-a split that misses a class is reported by class name as a warning, or raised with ``strict=True``.
+Every mammogram of a patient lands in one split (asserted). Patients are assigned greedily, rarest class
+first, to the split furthest below its target share of that class, so every class reaches every split
+whenever the data allow it. The assignment is a function of the CSV rows and the seed only, never of which
+DICOM files are present: a partial download converts every patient into the same split as the full one.
+Any subset of rows splits (official test rows only, one patient, calcifications only); a split that cannot
+hold a class present in the data is reported by class name as a warning, or raised with ``strict=True``.
 
 Modes:
 - ``official``: the CBIS-DDSM test set is the test split; validation is carved by patient from the official
@@ -15,10 +16,9 @@ Modes:
 
 from __future__ import annotations
 
-import hashlib
 import warnings
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,20 +50,35 @@ class SplitResult:
         return sorted(k for k, s in self.assignment.items() if s == split)
 
 
-def patient_draw(patient: str, seed: int) -> float:
-    """A number in [0, 1) fixed by the seed and the patient id alone: the patient's place in the split shares."""
-    digest = hashlib.sha256(f"{seed}:{patient}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64
+def _stratified_groups(
+    group_counts: Mapping[str, np.ndarray], shares: Mapping[str, float], rng: np.random.Generator
+) -> dict[str, str]:
+    """Assign groups (patients) to splits so each split gets about its share of every column.
 
-
-def _split_of(draw: float, shares: dict[str, float]) -> str:
-    """The split whose cumulative share interval holds ``draw``."""
-    edge = 0.0
-    for name, share in shares.items():
-        edge += share
-        if draw < edge:
-            return name
-    return list(shares)[-1]
+    A group's vector holds its lesions per class and, last, its number of mammograms, so both the class
+    mix and the image count follow the shares.
+    """
+    names = list(shares)
+    groups = list(group_counts)
+    if not groups:  # e.g. official mode with test rows only: nothing to carve
+        return {}
+    rng.shuffle(groups)
+    vectors = np.array([group_counts[g] for g in groups], dtype=float)
+    totals = vectors.sum(axis=0)
+    # Rarest class first: groups holding rare classes are placed while every split still needs them.
+    rarity = np.where(vectors[:, :-1] > 0, totals[:-1], np.inf).min(axis=1)
+    order = np.lexsort((-vectors[:, :-1].sum(axis=1), rarity))
+    have = {name: np.zeros_like(totals) for name in names}
+    assigned: dict[str, str] = {}
+    scale = np.maximum(totals, 1)
+    for index in order:
+        # The split least filled, relative to its share, in the columns this group adds to (rare ones weigh more).
+        weight = vectors[index] / scale
+        fill = [float(np.sum(weight * have[n] / scale) / shares[n]) for n in names]
+        best = names[int(np.argmin(fill))]
+        assigned[groups[index]] = best
+        have[best] += vectors[index]
+    return assigned
 
 
 def make_splits(
@@ -89,9 +104,11 @@ def make_splits(
         raise ValueError(f"unknown overlap rule {overlap!r}; choose 'test' or 'train'")
     if not 0 <= val_fraction < 1:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    rng = np.random.default_rng(seed)
+    per_patient: dict[str, np.ndarray] = defaultdict(lambda: np.zeros(len(CLASSES) + 1, dtype=int))
+    for patient, counts in zip(patients, class_counts, strict=True):
+        per_patient[patient] = per_patient[patient] + np.append(np.asarray(counts, dtype=int), 1)
     overlap_patients: list[str] = []
-    test_patients: set[str] = set()
-    shares = RANDOM_SHARES
     if mode == "official":
         if official is None:
             raise ValueError("mode='official' needs the official split of every mammogram")
@@ -100,10 +117,11 @@ def make_splits(
             patient_sets[patient] |= set(sets)
         overlap_patients = sorted(p for p, s in patient_sets.items() if len(s) > 1)
         test_patients = {p for p, s in patient_sets.items() if s == {"test"} or (len(s) > 1 and overlap == "test")}
-        shares = {"val": val_fraction, "train": 1 - val_fraction}
-    by_patient = {
-        p: "test" if p in test_patients else _split_of(patient_draw(p, seed), shares) for p in sorted(set(patients))
-    }
+        train_pool = {p: c for p, c in per_patient.items() if p not in test_patients}
+        by_patient = _stratified_groups(train_pool, {"train": 1 - val_fraction, "val": val_fraction}, rng)
+        by_patient.update({p: "test" for p in test_patients})
+    else:
+        by_patient = _stratified_groups(per_patient, RANDOM_SHARES, rng)
     result = SplitResult({k: by_patient[p] for k, p in zip(view_keys, patients, strict=True)}, overlap_patients)
     result.warnings = check_splits(result, patients, view_keys, class_counts)
     if result.warnings and strict:
