@@ -167,7 +167,7 @@ def _assert_no_view_lost_a_lesion(csv_dir: Path, out_dir: Path) -> dict[str, tup
     return found
 
 
-@pytest.mark.parametrize("damage", ["deleted", "corrupt", "empty"])
+@pytest.mark.parametrize("damage", ["deleted", "corrupt", "empty", "wrong size"])
 def test_a_view_with_a_lost_lesion_is_excluded_and_reported(synthetic_classic: Path, tmp_path: Path, damage) -> None:
     copy = tmp_path / "synth"
     shutil.copytree(synthetic_classic, copy)
@@ -183,7 +183,11 @@ def test_a_view_with_a_lost_lesion_is_excluded_and_reported(synthetic_classic: P
         from mammodet.data.dicom import read_raw_pixels
         from mammodet.data.dicom_write import write_dicom
 
-        write_dicom(mask, np.zeros_like(read_raw_pixels(mask)))
+        pixels = np.zeros_like(read_raw_pixels(mask))
+        if damage == "wrong size":  # another aspect ratio than the mammogram's: the box cannot be placed
+            pixels = np.zeros((pixels.shape[0] // 3, pixels.shape[1]), pixels.dtype)
+            pixels[10:20, 10:20] = 255
+        write_dicom(mask, pixels)
     summary = convert_dataset(copy / "dicom", copy / "csv", tmp_path / "out")
     found = _assert_no_view_lost_a_lesion(copy / "csv", tmp_path / "out")
     assert victim.key not in found and len(found) == len(dataset.mammograms) - 1

@@ -91,11 +91,12 @@ def make_splits(
     val_fraction: float = 0.15,
     overlap: str = "test",
     strict: bool = False,
+    class_names: Sequence[str] = CLASSES,
 ) -> SplitResult:
     """Split mammograms by patient.
 
     ``view_keys[i]`` is a mammogram's key, ``patients[i]`` its patient, ``class_counts[i]`` its number of lesions
-    per class (in ``CLASSES`` order) and ``official[i]`` the official splits it appears in (needed for
+    per class (named by ``class_names``) and ``official[i]`` the official splits it appears in (needed for
     ``mode="official"``). ``strict``: a split without a class present in the data raises instead of warning.
     """
     if mode not in MODES:
@@ -105,7 +106,7 @@ def make_splits(
     if not 0 <= val_fraction < 1:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
     rng = np.random.default_rng(seed)
-    per_patient: dict[str, np.ndarray] = defaultdict(lambda: np.zeros(len(CLASSES) + 1, dtype=int))
+    per_patient: dict[str, np.ndarray] = defaultdict(lambda: np.zeros(len(class_names) + 1, dtype=int))
     for patient, counts in zip(patients, class_counts, strict=True):
         per_patient[patient] = per_patient[patient] + np.append(np.asarray(counts, dtype=int), 1)
     overlap_patients: list[str] = []
@@ -123,7 +124,7 @@ def make_splits(
     else:
         by_patient = _stratified_groups(per_patient, RANDOM_SHARES, rng)
     result = SplitResult({k: by_patient[p] for k, p in zip(view_keys, patients, strict=True)}, overlap_patients)
-    result.warnings = check_splits(result, patients, view_keys, class_counts)
+    result.warnings = check_splits(result, patients, view_keys, class_counts, class_names)
     if result.warnings and strict:
         raise ValueError("; ".join(result.warnings) + " (data.split.strict=true)")
     for message in result.warnings:
@@ -132,7 +133,11 @@ def make_splits(
 
 
 def check_splits(
-    result: SplitResult, patients: Sequence[str], view_keys: Sequence[str], class_counts: Sequence[Sequence[int]]
+    result: SplitResult,
+    patients: Sequence[str],
+    view_keys: Sequence[str],
+    class_counts: Sequence[Sequence[int]],
+    class_names: Sequence[str] = CLASSES,
 ) -> list[str]:
     """Raise if a patient is in two splits; return a message per split that misses a class present in the data."""
     seen: dict[str, str] = {}
@@ -140,19 +145,19 @@ def check_splits(
         split = result.assignment[key]
         if seen.setdefault(patient, split) != split:
             raise AssertionError(f"patient {patient} is in both {seen[patient]} and {split}")
-    totals = np.zeros(len(CLASSES), dtype=int)
+    totals = np.zeros(len(class_names), dtype=int)
     per_split = {split: np.zeros_like(totals) for split in SPLITS}
     for key, counts in zip(view_keys, class_counts, strict=True):
         per_split[result.assignment[key]] += np.asarray(counts, dtype=int)
         totals += np.asarray(counts, dtype=int)
     messages = []
     for split in SPLITS:
-        missing = [CLASSES[i] for i in np.flatnonzero((totals > 0) & (per_split[split] == 0))]
+        missing = [class_names[i] for i in np.flatnonzero((totals > 0) & (per_split[split] == 0))]
         if missing:
             images = sum(result.assignment[k] == split for k in view_keys)
             messages.append(
                 f"split {split!r} ({images} mammograms) has no lesion of class {', '.join(missing)}: "
-                "too few patients of that class"
+                "too few patients to stratify"
             )
     return messages
 
