@@ -318,3 +318,11 @@ def test_a_body_shorter_than_its_content_length_times_out(detector: Detector) ->
     assert time.perf_counter() - started < 3
     assert sent[0]["status"] == 408
     assert b"did not arrive within 0.3 s" in b"".join(m.get("body", b"") for m in sent[1:])
+
+
+def test_a_dicom_declaring_too_many_pixels_is_refused(client: TestClient, tmp_path: Path) -> None:
+    from test_dicom import _huge_rle_header
+
+    answer = upload(client, _huge_rle_header(tmp_path).read_bytes())
+    assert (answer.status_code, answer.json()["error"]["code"]) == (413, "too_large")
+    assert answer.json()["error"]["message"] == "60000 x 60000 = 3600000000 pixels, more than the limit of 50000000"

@@ -145,7 +145,7 @@ def convert_one(mammogram: Mammogram, split: str, dicom_root: str, out_dir: str,
             errors.append(redact(str(error)))
     if not sources:
         raise LayoutError("; ".join(errors))
-    image_file_path, dicom_file, shape = sources[0]
+    image_file_path, _, shape = sources[0]
     rules = (settings.mass_rule, settings.birads0, settings.max_pixels)
     annotations, issues, lost = annotate(mammogram, locator, shape, *rules)
     file_name = f"images/{mammogram.key}{IMAGE_FORMATS[settings.image_format]}"
