@@ -170,16 +170,22 @@ class Guard:
         return None
 
     def _timed(self, receive: Receive) -> Receive:
-        """``receive`` with one deadline for the whole body: 408 once it has passed."""
+        """``receive`` with one deadline for the whole body (408 once it has passed); none after its last chunk."""
         deadline = time.monotonic() + self.body_timeout_s
+        body_done = False
 
         async def timed_receive() -> Message:
+            nonlocal body_done
+            if body_done:  # e.g. a disconnect check while the model runs: no deadline
+                return await receive()
             try:
-                return await asyncio.wait_for(receive(), max(deadline - time.monotonic(), 0.0))
+                message = await asyncio.wait_for(receive(), max(deadline - time.monotonic(), 0.0))
             except asyncio.TimeoutError:
                 raise FastAPIHTTPException(
                     408, f"the upload did not arrive within {self.body_timeout_s:g} s (body_timeout_s)"
                 ) from None
+            body_done = message["type"] != "http.request" or not message.get("more_body", False)
+            return message
 
         return timed_receive
 
