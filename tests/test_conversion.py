@@ -13,8 +13,10 @@ from pycocotools.coco import COCO
 
 from mammodet.data.annotate import annotate
 from mammodet.data.cbis import load_cbis_ddsm
+from mammodet.data.classes import LABEL_NAMES
 from mammodet.data.conversion import ConvertSettings, convert_dataset
 from mammodet.data.dicom import read_dicom
+from mammodet.data.labels import lesion_label
 from mammodet.data.layout import DicomLocator
 from mammodet.data.preprocess import unmap_boxes
 from mammodet.synthetic.cbis import PLANTED_IDENTIFIERS
@@ -122,7 +124,7 @@ def test_no_identifier_reaches_any_output(synthetic_tcia: Path, tmp_path: Path) 
             assert not any(candidate in n for n in names)
     # The TCIA folder names carry a study date; it must not leak either.
     assert not any(b"07-20-2016" in t for t in texts)
-    assert all(n.startswith(("images", "records", "annotations", "conversion_report")) for n in names)
+    assert all(n.startswith(("images", "records", "annotations", "conversion_report", ".convert.lock")) for n in names)
 
 
 def test_synthetic_images_for_real_csv_rows_convert(real_csv_dir: Path, tmp_path: Path) -> None:
@@ -141,7 +143,162 @@ def test_synthetic_images_for_real_csv_rows_convert(real_csv_dir: Path, tmp_path
     locator = DicomLocator(synth / "dicom")  # the TCIA layout, matched on the real UIDs' digits
     for mammogram in dataset.mammograms:
         image = read_dicom(locator.full_image(mammogram.image_paths[0]))
-        annotations, issues = annotate(mammogram, locator, image.shape)
-        assert not issues
+        annotations, issues, lost = annotate(mammogram, locator, image.shape)
+        assert not issues and not lost
         found = sorted((a.abnormality_type, a.abnormality_id, a.box) for a in annotations)
         assert found == sorted(truth[mammogram.key])
+
+
+def _coco_lesions(out_dir: Path) -> dict[str, tuple[str, int]]:
+    """Per COCO image key: its split and number of annotations."""
+    found = {}
+    for split in ("train", "val", "test"):
+        coco = json.loads((out_dir / "annotations" / f"{split}.json").read_text())
+        counts = {image["id"]: 0 for image in coco["images"]}
+        for ann in coco["annotations"]:
+            counts[ann["image_id"]] += 1
+        found.update({image["key"]: (split, counts[image["id"]]) for image in coco["images"]})
+    return found
+
+
+def _assert_no_view_lost_a_lesion(csv_dir: Path, out_dir: Path) -> dict[str, tuple[str, int]]:
+    """Every view in a COCO file has as many annotations as its CSV rows."""
+    rows = {m.key: len(m.abnormalities) for m in load_cbis_ddsm(csv_dir).mammograms}
+    found = _coco_lesions(out_dir)
+    assert all(count == rows[key] for key, (_, count) in found.items()), found
+    return found
+
+
+@pytest.mark.parametrize("damage", ["deleted", "corrupt", "empty", "wrong size"])
+def test_a_view_with_a_lost_lesion_is_excluded_and_reported(synthetic_classic: Path, tmp_path: Path, damage) -> None:
+    copy = tmp_path / "synth"
+    shutil.copytree(synthetic_classic, copy)
+    dataset = load_cbis_ddsm(copy / "csv")
+    victim = next(m for m in dataset.mammograms if len(m.abnormalities) >= 2)
+    row = victim.abnormalities[0]
+    mask = DicomLocator(copy / "dicom").roi_mask(row.crop_path, row.mask_path)
+    if damage == "deleted":
+        mask.unlink()
+    elif damage == "corrupt":
+        mask.write_bytes(mask.read_bytes()[:400])
+    else:
+        from mammodet.data.dicom import read_raw_pixels
+        from mammodet.synthetic.dicom_write import write_dicom
+
+        pixels = np.zeros_like(read_raw_pixels(mask))
+        if damage == "wrong size":  # another aspect ratio than the mammogram's: the box cannot be placed
+            pixels = np.zeros((pixels.shape[0] // 3, pixels.shape[1]), pixels.dtype)
+            pixels[10:20, 10:20] = 255
+        write_dicom(mask, pixels)
+    summary = convert_dataset(copy / "dicom", copy / "csv", tmp_path / "out")
+    found = _assert_no_view_lost_a_lesion(copy / "csv", tmp_path / "out")
+    assert victim.key not in found and len(found) == len(dataset.mammograms) - 1
+    assert not (tmp_path / "out" / "images" / f"{victim.key}.jpg").exists()
+    report = json.loads((tmp_path / "out" / "conversion_report.json").read_text())
+    assert [e["key"] for e in report["excluded"]] == [victim.key] == [e["key"] for e in summary.excluded]
+    entry = report["excluded"][0]
+    assert entry["lesions_lost"] == {LABEL_NAMES[lesion_label(row)]: 1}
+    assert sum(entry["lesions_dropped"].values()) == len(victim.abnormalities)
+    assert "1 of" in entry["excluded"] and "left out of the COCO files" in entry["excluded"]
+    assert sum(report["lesions_lost"].values()) == 1
+    assert any(s["key"] == victim.key and s["reason"].endswith("lesion lost") for s in report["skipped"])
+
+
+def test_a_partial_download_keeps_every_patients_split(synthetic_tcia: Path, tmp_path: Path) -> None:
+    full = convert_dataset(synthetic_tcia / "dicom", synthetic_tcia / "csv", tmp_path / "full")
+    partial_dicom = tmp_path / "partial"
+    shutil.copytree(synthetic_tcia / "dicom", partial_dicom)
+    full_images = sorted(p for p in partial_dicom.iterdir() if p.name.endswith(("_CC", "_MLO")))
+    for subject in full_images[::2]:  # half the full mammograms never downloaded
+        shutil.rmtree(subject)
+    partial = convert_dataset(partial_dicom, synthetic_tcia / "csv", tmp_path / "part")
+    before, after = _coco_lesions(tmp_path / "full"), _coco_lesions(tmp_path / "part")
+    assert 0 < len(after) < len(before) and partial.converted < full.converted
+    assert after == {key: before[key] for key in after}
+
+
+def test_a_four_patient_tree_converts(tmp_path: Path) -> None:
+    from conftest import make_synthetic
+
+    synth = make_synthetic(tmp_path / "synth", n_patients=4, seed=5)
+    summary = convert_dataset(synth / "dicom", synth / "csv", tmp_path / "out")
+    assert sum(summary.images_per_split.values()) == summary.converted > 0
+    _assert_no_view_lost_a_lesion(synth / "csv", tmp_path / "out")
+
+
+def test_resume_reconverts_a_truncated_image(synthetic_classic: Path, tmp_path: Path) -> None:
+    first = convert_dataset(synthetic_classic / "dicom", synthetic_classic / "csv", tmp_path)
+    image = sorted((tmp_path / "images").glob("*.jpg"))[0]
+    intact = image.read_bytes()
+    record = json.loads((tmp_path / "records" / f"{image.stem}.json").read_text())
+    assert record["image_bytes"] == len(intact) and len(record["image_sha256"]) == 64
+    image.write_bytes(intact[: len(intact) // 2])  # a crash or a full disk mid-copy
+    second = convert_dataset(synthetic_classic / "dicom", synthetic_classic / "csv", tmp_path)
+    assert (second.converted, second.resumed) == (1, first.converted - 1)
+    assert image.read_bytes() == intact
+
+
+def test_a_second_converter_on_the_same_out_dir_is_stopped(synthetic_classic: Path, tmp_path: Path) -> None:
+    import os
+
+    from mammodet.data.conversion import ConvertLockError, out_dir_lock
+
+    with out_dir_lock(tmp_path), pytest.raises(ConvertLockError, match=f"another conversion \\(pid {os.getpid()}\\)"):
+        convert_dataset(synthetic_classic / "dicom", synthetic_classic / "csv", tmp_path)
+    assert not (tmp_path / "annotations").exists()
+    convert_dataset(synthetic_classic / "dicom", synthetic_classic / "csv", tmp_path)  # released: converts
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_pool_workers_exit_when_the_converter_is_killed(tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = (
+        "import os, sys, time\n"
+        "from concurrent.futures import ProcessPoolExecutor\n"
+        "from mammodet.data.conversion import exit_with_parent\n"
+        "pool = ProcessPoolExecutor(2, initializer=exit_with_parent, initargs=(os.getpid(), 0.1))\n"
+        "pids = set(pool.submit(os.getpid).result() for _ in range(8))\n"
+        "print(' '.join(map(str, sorted(pids))), flush=True)\n"
+        "pool.submit(time.sleep, 60)\n"
+        "time.sleep(60)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        workers = [int(pid) for pid in parent.stdout.readline().split()]
+        assert workers
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+        deadline = time.monotonic() + 5
+        alive = workers
+        while alive and time.monotonic() < deadline:
+            time.sleep(0.1)
+            alive = [pid for pid in workers if Path(f"/proc/{pid}").exists() and _not_zombie(pid)]
+        assert not alive, f"orphaned workers {alive}"
+    finally:
+        parent.kill()
+
+
+def _not_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_a_dicom_declaring_too_many_pixels_is_skipped_before_decoding(synthetic_classic: Path, tmp_path: Path) -> None:
+    from test_dicom import _huge_rle_header
+
+    copy = tmp_path / "synth"
+    shutil.copytree(synthetic_classic, copy)
+    single = next(m for m in load_cbis_ddsm(copy / "csv").mammograms if len(m.image_paths) == 1)
+    shutil.copy(_huge_rle_header(tmp_path), copy / "dicom" / single.image_paths[0])  # 60000 x 60000 in a few KB
+    summary = convert_dataset(copy / "dicom", copy / "csv", tmp_path / "out")
+    skipped = [s for s in summary.skipped if s["reason"].endswith("mammogram skipped")]
+    assert [s["key"] for s in skipped] == [single.key]
+    assert "60000 x 60000 = 3600000000 pixels, more than the limit of 50000000" in skipped[0]["reason"]

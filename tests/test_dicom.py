@@ -447,3 +447,56 @@ def test_missing_plugin_is_named(tmp_path):
     message = str(info.value)
     assert JPEGLosslessSV1.name in message and "plugin is missing" in message and SECRET not in message
     np.testing.assert_array_equal(read_raw_pixels(path), _mammogram(bits=12))
+
+
+def _huge_rle_header(tmp_path: Path, rows: int = 60000, columns: int = 60000) -> Path:
+    """A few-KB RLE DICOM whose header declares ``rows x columns`` 16-bit pixels (a decompression bomb)."""
+    path = _write(tmp_path / "small.dcm", _mammogram(bits=16, shape=(32, 32)), transfer_syntax=RLELossless)
+    ds = pydicom.dcmread(path)
+    ds.Rows, ds.Columns = rows, columns
+    ds.save_as(tmp_path / "bomb.dcm", enforce_file_format=True)
+    return tmp_path / "bomb.dcm"
+
+
+@pytest.mark.parametrize("reader", [read_dicom, read_raw_pixels])
+def test_a_huge_header_fails_fast_before_decoding(tmp_path, reader):
+    import time
+    import tracemalloc
+
+    from mammodet.data.dicom import DEFAULT_MAX_PIXELS, PixelLimitError
+
+    bomb = _huge_rle_header(tmp_path)
+    assert bomb.stat().st_size < 10_000 and DEFAULT_MAX_PIXELS == 50_000_000
+    tracemalloc.start()
+    started = time.perf_counter()
+    with pytest.raises(PixelLimitError, match=r"bomb.dcm: 60000 x 60000 = 3600000000 pixels, more than the limit"):
+        reader(bomb)
+    elapsed = time.perf_counter() - started
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert elapsed < 1.0 and peak < 20_000_000
+    with pytest.raises(PixelLimitError, match="more than the limit of 1000"):
+        reader(_write(tmp_path / "ok.dcm", _mammogram(shape=(64, 48))), max_pixels=1000)
+
+
+def _lut_item(descriptor: list[int], data: list[int]) -> Dataset:
+    item = Dataset()
+    item.LUTDescriptor = descriptor
+    item.add_new("LUTData", "US", data)
+    return item
+
+
+@pytest.mark.parametrize(
+    "extra,reason",
+    [
+        ({"RescaleSlope": 0, "RescaleIntercept": 0}, r"degenerate modality LUT \(RescaleSlope 0.0\)"),
+        ({"RescaleSlope": "NaN", "RescaleIntercept": 0}, r"degenerate modality LUT \(RescaleSlope nan\)"),
+        ({"RescaleSlope": 1, "RescaleIntercept": "inf"}, r"degenerate modality LUT \(RescaleIntercept inf\)"),
+        ({"VOILUTSequence": Sequence([_lut_item([4096, 0, 0], list(range(4096)))])}, r"degenerate VOI LUT.*0 bits"),
+        ({"VOILUTSequence": Sequence([_lut_item([0, 0, 16], [0] * 4096)])}, r"degenerate VOI LUT \(every entry"),
+    ],
+)
+def test_degenerate_luts_raise(tmp_path, extra, reason):
+    path = _write(tmp_path / "d.dcm", _ramp(), extra=extra)
+    with pytest.raises(DicomError, match=reason):
+        read_dicom(path)

@@ -40,7 +40,14 @@ def upload(client: TestClient, data: bytes, url: str = "/v1/detect") -> httpx.Re
 def test_health_and_model(client: TestClient, detector: Detector) -> None:
     assert client.get("/health").json() == {"status": "ok", "version": detector.version}
     model = client.get("/v1/model").json()
-    assert model == {**detector.info(), "limits": {"max_upload_bytes": 524288, "max_pixels": 100_000_000}}
+    limits = {
+        "max_upload_bytes": 524288,
+        "max_pixels": 50_000_000,
+        "max_concurrent": 1,
+        "max_queue": 8,
+        "body_timeout_s": 30.0,
+    }
+    assert model == {**detector.info(), "limits": limits}
     assert set(model) == {
         "name",
         "version",
@@ -60,7 +67,7 @@ def test_page_docs_and_openapi(client: TestClient) -> None:
     schema = client.get("/openapi.json").json()
     assert set(schema["paths"]) == {"/health", "/v1/model", "/v1/detect"}
     detect = schema["paths"]["/v1/detect"]["post"]
-    assert set(detect["responses"]) == {"200", "400", "411", "413", "415", "422"}
+    assert set(detect["responses"]) == {"200", "400", "401", "408", "411", "413", "415", "422", "503"}
 
 
 def test_detect_answers_the_inference_path(client: TestClient, detector: Detector, mammograms: dict[str, Path]) -> None:
@@ -180,3 +187,142 @@ def test_requests_run_off_the_event_loop_and_concurrently(detector: Detector, ma
     answers = asyncio.run(scenario())
     expected = detector.report(detector.detect(mammograms["lesions"]))
     assert [a.status_code for a in answers] == [200] * 4 and all(a.json() == expected for a in answers)
+
+
+def test_every_answer_carries_the_security_headers(client: TestClient) -> None:
+    from mammodet.serving.page import PAGE_CSP
+
+    for url in ("/", "/health", "/v1/model", "/docs", "/v1/nothing"):
+        headers = client.get(url).headers
+        assert headers["x-content-type-options"] == "nosniff" and headers["x-frame-options"] == "DENY", url
+        assert "frame-ancestors 'none'" in headers["content-security-policy"], url
+    page = client.get("/").headers["content-security-policy"]
+    assert page == PAGE_CSP and "script-src 'sha256-" in page and "unsafe-inline" not in page.split("style-src")[0]
+
+
+def test_a_png_bomb_is_refused_within_3_s(client: TestClient) -> None:
+    import io
+    import time
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("1", (10000, 10000)).save(buffer, format="PNG")  # 100 Mpx in a few KB
+    assert len(buffer.getvalue()) < 100_000
+    started = time.perf_counter()
+    answer = upload(client, buffer.getvalue())
+    assert time.perf_counter() - started < 3.0
+    assert (answer.status_code, answer.json()["error"]["code"]) == (413, "too_large")
+    assert "10000 x 10000 = 100000000 pixels, more than the limit of 50000000" in answer.json()["error"]["message"]
+
+
+def test_a_jpeg_whose_header_claims_more_pixels_than_its_data_is_refused(client: TestClient) -> None:
+    data = bytearray(cv2.imencode(".jpg", np.full((300, 180), 90, np.uint8))[1].tobytes())
+    sof = data.find(b"\xff\xc0")
+    data[sof + 5 : sof + 9] = (3000).to_bytes(2, "big") + (2000).to_bytes(2, "big")  # height, width
+    answer = upload(client, bytes(data))
+    assert (answer.status_code, answer.json()["error"]["code"]) == (422, "invalid")
+    assert "the JPEG header claims 2000 x 3000 pixels, more than" in answer.json()["error"]["message"]
+
+
+def test_api_key_guards_v1_only(detector: Detector, mammograms: dict[str, Path]) -> None:
+    keyed = TestClient(create_app(detector, api_key="s3cret"))
+    refused = keyed.get("/v1/model")
+    assert (refused.status_code, refused.json()["error"]["code"]) == (401, "unauthorized")
+    assert upload(keyed, mammograms["clear"].read_bytes()).status_code == 401
+    assert keyed.get("/v1/model", headers={"X-API-Key": "wrong"}).status_code == 401
+    assert keyed.get("/v1/model", headers={"X-API-Key": "s3cret"}).status_code == 200
+    assert keyed.get("/v1/model", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+    assert keyed.get("/health").status_code == 200 and keyed.get("/").status_code == 200
+
+
+def test_serve_refuses_a_public_bind_without_a_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from mammodet.serve import API_KEY_ENV, resolve_api_key
+
+    monkeypatch.delenv(API_KEY_ENV, raising=False)
+    repo = Path(__file__).resolve().parent.parent
+    command = [sys.executable, "-m", "mammodet.serve", f"ckpt_path={tmp_path / 'none.ckpt'}", "host=0.0.0.0"]
+    env = {k: v for k, v in os.environ.items() if k != API_KEY_ENV}
+    done = subprocess.run(command, capture_output=True, text=True, cwd=repo, env=env, timeout=60)
+    assert done.returncode == 1 and "refusing to listen on 0.0.0.0 without an API key" in done.stderr
+    assert resolve_api_key("127.0.0.1", None) is None and resolve_api_key("::1", None) is None
+    assert resolve_api_key("0.0.0.0", None, allow_no_api_key=True) is None
+    assert resolve_api_key("0.0.0.0", "k") == "k"
+    monkeypatch.setenv(API_KEY_ENV, "from-env")
+    assert resolve_api_key("0.0.0.0", None) == "from-env"
+
+
+def test_requests_beyond_the_queue_get_503_with_retry_after(detector: Detector, mammograms: dict[str, Path]) -> None:
+    release = threading.Event()
+
+    def held(images):
+        assert release.wait(30), "the model was never released"
+        return detector.forward(images)
+
+    blocking = Detector(
+        detector.model, detector.preprocessing, detector.hyper_parameters, detector.sha256, detector.device
+    )
+    blocking.forward = held
+    files = {"file": ("scan", mammograms["lesions"].read_bytes(), "application/octet-stream")}
+
+    async def scenario() -> tuple[list[httpx.Response], httpx.Response]:
+        app = create_app(blocking, max_concurrent=1, max_queue=1, retry_after_s=7)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as http:
+            admitted = [asyncio.create_task(http.post("/v1/detect", files=files)) for _ in range(2)]
+            await asyncio.sleep(0.3)
+            refused = await asyncio.wait_for(http.post("/v1/detect", files=files), 10)
+            release.set()
+            return await asyncio.gather(*admitted), refused
+
+    admitted, refused = asyncio.run(scenario())
+    assert [a.status_code for a in admitted] == [200, 200]
+    assert (refused.status_code, refused.headers["retry-after"], refused.json()["error"]["code"]) == (503, "7", "busy")
+
+
+def test_a_body_shorter_than_its_content_length_times_out(detector: Detector) -> None:
+    import time
+
+    app = create_app(detector, body_timeout_s=0.3)
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/v1/detect",
+        "raw_path": b"/v1/detect",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"content-length", b"1000"), (b"content-type", b"multipart/form-data; boundary=x")],
+        "client": ("127.0.0.1", 1),
+        "server": ("test", 80),
+    }
+    chunks = [{"type": "http.request", "body": b"--x\r\n", "more_body": True}]
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        if chunks:
+            return chunks.pop()
+        await asyncio.sleep(60)  # the rest of the body never comes
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    started = time.perf_counter()
+    asyncio.run(asyncio.wait_for(app(scope, receive, send), 10))
+    assert time.perf_counter() - started < 3
+    assert sent[0]["status"] == 408
+    assert b"did not arrive within 0.3 s" in b"".join(m.get("body", b"") for m in sent[1:])
+
+
+def test_a_dicom_declaring_too_many_pixels_is_refused(client: TestClient, tmp_path: Path) -> None:
+    from test_dicom import _huge_rle_header
+
+    answer = upload(client, _huge_rle_header(tmp_path).read_bytes())
+    assert (answer.status_code, answer.json()["error"]["code"]) == (413, "too_large")
+    assert answer.json()["error"]["message"] == "60000 x 60000 = 3600000000 pixels, more than the limit of 50000000"

@@ -1,14 +1,16 @@
-"""Patient-level splits: no leak, every class everywhere, official test set respected, reproducible."""
+"""Patient-level splits: no leak, every class everywhere, official test set respected, reproducible, and a
+patient's split independent of which other patients are present."""
 
 from __future__ import annotations
 
+import warnings
 from collections import defaultdict
 from pathlib import Path
 
 import pytest
 
-from mammodet.data.cbis import load_cbis_ddsm
-from mammodet.data.splits import assign_splits, make_splits
+from mammodet.data.cbis import CbisDataset, load_cbis_ddsm
+from mammodet.data.splits import SplitWarning, assign_splits, make_splits
 
 
 @pytest.fixture(scope="module")
@@ -56,9 +58,42 @@ def test_random_mode_shares_and_reproducibility(dataset) -> None:
     assert shares["test"] == pytest.approx(0.15, abs=0.03)
 
 
-def test_too_few_patients_to_stratify_is_a_clear_error() -> None:
-    with pytest.raises(ValueError, match="has no lesion of class index"):
-        make_splits(["a", "b"], ["p1", "p2"], [[1, 0, 0], [0, 1, 0]], mode="random_701515")
+def test_a_split_missing_a_class_names_it_and_strict_raises() -> None:
+    args = (["a", "b"], ["p1", "p2"], [[1, 0, 0], [0, 1, 0]])
+    expected = r"split 'test' \(0 mammograms\) has no lesion of class calcification, mass_low"
+    with pytest.warns(SplitWarning, match=expected):
+        result = make_splits(*args, mode="random_701515")
+    assert len(result.warnings) == 3 and all("class index" not in w for w in result.warnings)
+    with pytest.raises(ValueError, match=r"has no lesion of class calcification.*data.split.strict=true"):
+        make_splits(*args, mode="random_701515", strict=True)
+
+
+def _subset(dataset: CbisDataset, keep) -> CbisDataset:
+    rows = [r for r in dataset.rows if keep(r)]
+    keys = {r.view_key for r in rows}
+    return CbisDataset(rows, [m for m in dataset.mammograms if (m.patient_id, m.side, m.view) in keys], [])
+
+
+@pytest.mark.parametrize(
+    "name,keep,expected_splits",
+    [
+        ("official test rows only", lambda r: r.official_split == "test", {"test"}),
+        ("two patients", lambda r: r.patient_id in ("P_00173", "P_00820"), {"test"}),
+        ("one patient", lambda r: r.patient_id == "P_00001", {"train", "val"}),
+        ("calcifications only", lambda r: r.abnormality_type == "calcification", {"train", "val", "test"}),
+    ],
+)
+def test_any_subset_splits(dataset, name: str, keep, expected_splits: set[str]) -> None:
+    subset = _subset(dataset, keep)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SplitWarning)
+        result = assign_splits(subset, mode="official", seed=0)
+    assert set(result.assignment) == {m.key for m in subset.mammograms}
+    assert set(result.assignment.values()) <= expected_splits
+    if name == "one patient":
+        assert len(set(result.assignment.values())) == 1
+    if expected_splits == {"test"}:
+        assert {w.split("'")[1] for w in result.warnings} == {"train", "val"}
 
 
 def test_unknown_mode_is_a_clear_error() -> None:

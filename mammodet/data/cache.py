@@ -17,10 +17,12 @@ Layout of ``cache_dir``:
 - ``index.json``: the settings and, per image, its boxes, labels and arrays (file, width, height): a manifest
   that describes the cache without the COCO files.
 
-Writes are atomic (temporary file and rename) and a file whose header matches is done, so an interrupted build
-resumes. Pixels equal the float pipeline's up to the storage quantisation (half a grey level; none for a uint8
-cache of JPEG input at the converted size); boxes are the records', so samples get exactly the boxes of
-``source=jpeg`` or ``source=dicom``.
+Writes are atomic (temporary file named per process, and rename) and a file whose header matches is done, so an
+interrupted build resumes; build processes exit when the building process dies. With ``input=dicom`` every DICOM
+header is checked against ``mammodet.data.dicom.DEFAULT_MAX_PIXELS`` before its pixels are decoded. Pixels equal
+the float pipeline's up to the storage quantisation (half a grey level; none for a uint8 cache of JPEG input at
+the converted size); boxes are the records', so samples get exactly the boxes of ``source=jpeg`` or
+``source=dicom``.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ import numpy as np
 from tqdm import tqdm
 
 from mammodet.data.coco import write_json_atomic
+from mammodet.data.conversion import exit_with_parent
 from mammodet.data.detection_dataset import (
     DicomSource,
     FileSource,
@@ -205,7 +208,7 @@ def build_cache(
         progress.update()
 
     if workers > 0:
-        pool = ProcessPoolExecutor(workers)
+        pool = ProcessPoolExecutor(workers, initializer=exit_with_parent, initargs=(os.getpid(),))
         try:
             for future in as_completed([pool.submit(cache_one, *job) for job in jobs]):
                 collect(future.result())

@@ -66,9 +66,9 @@ def build_coco(records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
 
 
 def write_json_atomic(data: Any, path: str | os.PathLike) -> None:
-    """Write JSON through a temporary file and a rename, so a crash never leaves half a file."""
+    """Write JSON through a temporary file (named per process) and a rename, so a crash never leaves half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(data, indent=1))
     os.replace(tmp, path)

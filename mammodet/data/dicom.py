@@ -40,11 +40,28 @@ from mammodet.data.preprocess import white_level
 
 OutDtype = Literal["uint8", "uint16", "float32"]
 
+DEFAULT_MAX_PIXELS = 50_000_000
+"""Images with more pixels are refused from their header, before decoding: full-field mammograms (film scans
+included) have at most about 40 million, and a 16-bit image of the limit takes 100 MB (a hostile header
+declaring 60000 x 60000 would take 7.2 GB)."""
+
 _UNDEFINED_LENGTH = 0xFFFFFFFF
 
 
 class DicomError(ValueError):
     """A file that is not a decodable single-frame grayscale DICOM image; the message is ``"<path>: <reason>"``."""
+
+
+class PixelLimitError(DicomError):
+    """An image whose header declares more pixels than the limit; refused before its pixels are decoded."""
+
+
+def check_pixel_count(path: str | os.PathLike, width: int, height: int, max_pixels: int | None) -> None:
+    """Raise ``PixelLimitError`` when ``width x height`` is over ``max_pixels`` (None: no limit)."""
+    if max_pixels is not None and width * height > max_pixels:
+        raise PixelLimitError(
+            f"{path}: {width} x {height} = {width * height} pixels, more than the limit of {max_pixels} (max_pixels)"
+        )
 
 
 @dataclass(frozen=True)
@@ -67,13 +84,15 @@ def read_dicom(
     gamma: float = 0.8,
     percentiles: tuple[float, float] = (0.5, 99.5),
     apply_voi: bool = True,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> np.ndarray:
     """Decode the image at ``path`` to a 2-D tissue-bright array.
 
     The VOI of the file is used when present and ``apply_voi``; otherwise the window spans ``percentiles`` of
     the pixels brighter than the image's darkest value, so a large black background does not pull it down.
     The [0, 1] result is raised to ``gamma`` and returned as uint8 (0..255), uint16 (0..65535) or float32
-    (0..1) per ``out_dtype``. Raises ``DicomError`` for a file it cannot decode.
+    (0..1) per ``out_dtype``. Raises ``DicomError`` for a file it cannot decode, ``PixelLimitError`` (before
+    decoding) when the header declares more than ``max_pixels`` pixels.
     """
     if out_dtype not in ("uint8", "uint16", "float32"):
         raise ValueError(f"out_dtype must be 'uint8', 'uint16' or 'float32', got {out_dtype!r}")
@@ -82,10 +101,10 @@ def read_dicom(
     if not 0 <= percentiles[0] < percentiles[1] <= 100:
         raise ValueError(f"percentiles must satisfy 0 <= low < high <= 100, got {percentiles}")
     path = Path(path)
-    ds, info, raw = _decode(path)
+    ds, info, raw = _decode(path, max_pixels)
     index, stored = _lookup_index(raw)
     values = _modality(ds, stored, path).astype(np.float64, copy=False)
-    unit = _voi_unit(ds, values) if apply_voi else None
+    unit = _voi_unit(ds, values, path) if apply_voi else None
     if unit is None:
         if info.photometric == "MONOCHROME1":
             # Mirror within the modality range of the storable values, so an M1 image stored as
@@ -104,15 +123,15 @@ def read_dicom(
     return np.rint(unit * white_level(out_dtype)).astype(out_dtype)[index]
 
 
-def read_raw_pixels(path: str | os.PathLike) -> np.ndarray:
+def read_raw_pixels(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Stored values of the image at ``path`` after the modality LUT: no VOI, no MONOCHROME1 inversion.
 
     The decoded integer array itself is returned when the modality LUT is the identity (the usual case);
     a rescale gives float32, a Modality LUT Sequence its uint8/uint16 entries. Used to tell a binary ROI
-    mask from a grey crop. Raises ``DicomError`` for a file it cannot decode.
+    mask from a grey crop. Raises ``DicomError`` for a file it cannot decode or over ``max_pixels``.
     """
     path = Path(path)
-    ds, _, raw = _decode(path)
+    ds, _, raw = _decode(path, max_pixels)
     index, stored = _lookup_index(raw)
     values = _modality(ds, stored, path)
     if np.array_equal(values, stored):
@@ -235,10 +254,15 @@ def _check_image(ds: Dataset, path: Path) -> DicomImageInfo:
     )
 
 
-def _decode(path: Path) -> tuple[Dataset, DicomImageInfo, np.ndarray]:
-    """Read, check and decode ``path``: the data set, its description and the stored 2-D pixel values."""
+def _decode(path: Path, max_pixels: int | None) -> tuple[Dataset, DicomImageInfo, np.ndarray]:
+    """Read, check and decode ``path``: the data set, its description and the stored 2-D pixel values.
+
+    The pixel count is checked against ``max_pixels`` from the header alone, so a small file declaring a huge
+    image fails before any pixel buffer is allocated.
+    """
     ds = _read_dataset(path, header_only=False)
     info = _check_image(ds, path)
+    check_pixel_count(path, info.columns, info.rows, max_pixels)
     if "PixelData" not in ds:
         raise _error(path, "no pixel data")
     if not ds.PixelData:
@@ -268,24 +292,47 @@ def _storable_range(bits_stored: int, *, signed: bool) -> np.ndarray:
 
 
 def _modality(ds: Dataset, stored: np.ndarray, path: Path) -> np.ndarray:
-    """pydicom's modality LUT (Modality LUT Sequence, else Rescale Slope/Intercept) applied to ``stored``."""
+    """pydicom's modality LUT (Modality LUT Sequence, else Rescale Slope/Intercept) applied to ``stored``.
+
+    A degenerate one (Rescale Slope 0, a non-finite slope or intercept, a non-finite result) would map every
+    pixel to one value or to NaN, i.e. a blank image: it raises instead.
+    """
+    for keyword in ("RescaleSlope", "RescaleIntercept"):
+        value = ds.get(keyword)
+        if value is None or value == "" or "ModalityLUTSequence" in ds:
+            continue
+        try:
+            number = float(value)
+        except (TypeError, ValueError) as exc:
+            raise _error(path, f"invalid {keyword}") from exc
+        if not np.isfinite(number) or (keyword == "RescaleSlope" and number == 0):
+            raise _error(path, f"degenerate modality LUT ({keyword} {number}): every pixel would get one value")
     try:
-        return apply_modality_lut(stored, ds)
+        values = apply_modality_lut(stored, ds)
     except (AttributeError, IndexError, TypeError, ValueError) as exc:  # malformed LUT or rescale values
         raise _error(path, "invalid modality LUT (Modality LUT Sequence or Rescale Slope/Intercept)") from exc
+    if values.dtype.kind == "f" and not np.isfinite(values).all():
+        raise _error(path, "degenerate modality LUT: non-finite values")
+    return values
 
 
-def _voi_unit(ds: Dataset, values: np.ndarray) -> np.ndarray | None:
+def _voi_unit(ds: Dataset, values: np.ndarray, path: Path) -> np.ndarray | None:
     """The VOI of ``ds`` applied to modality ``values``, scaled to [0, 1]; None when it has no usable VOI.
 
     The VOI LUT Sequence wins over Window Center/Width, as in pydicom's ``apply_voi_lut``. A malformed VOI
     (a window pydicom rejects: width below 1 for LINEAR, not positive otherwise, unknown VOI LUT Function;
-    unreadable LUT data) counts as absent, so the percentile window is used.
+    unreadable LUT data) counts as absent, so the percentile window is used. A degenerate VOI LUT (a
+    LUT Descriptor of 0 bits per entry, or LUT data of one value) raises ``DicomError``: it would blank the image.
     """
+    sequence = ds.get("VOILUTSequence")
+    if sequence:
+        try:
+            return _voi_lut_unit(ds, sequence[0], values, path)
+        except DicomError:
+            raise
+        except (TypeError, ValueError):  # malformed LUT data
+            return None
     try:
-        sequence = ds.get("VOILUTSequence")
-        if sequence:
-            return _voi_lut_unit(ds, sequence[0], values)
         if ds.get("WindowCenter") is None or ds.get("WindowWidth") is None:
             return None
         with np.errstate(over="ignore"):  # SIGMOID: exp overflows to inf far below the window, giving 0
@@ -297,7 +344,7 @@ def _voi_unit(ds: Dataset, values: np.ndarray) -> np.ndarray | None:
     return (window[:-2] - low) / (high - low)
 
 
-def _voi_lut_unit(ds: Dataset, item: Dataset, values: np.ndarray) -> np.ndarray | None:
+def _voi_lut_unit(ds: Dataset, item: Dataset, values: np.ndarray, path: Path) -> np.ndarray | None:
     """Look ``values`` up in a VOI LUT Sequence item, scaled to [0, 1] by the LUT's bit depth.
 
     Not pydicom's ``apply_voi``: pydicom 3.0.2 builds its indices in the dtype of the LUT entries, so an
@@ -307,12 +354,16 @@ def _voi_lut_unit(ds: Dataset, item: Dataset, values: np.ndarray) -> np.ndarray 
     if descriptor is None or lut_data is None or len(descriptor) != 3:
         return None
     entries, first, bits = (int(v) for v in descriptor)
+    if not 1 <= bits <= 16:
+        raise _error(path, f"degenerate VOI LUT (LUT Descriptor gives {bits} bits per entry; 1..16 are valid)")
     if isinstance(lut_data, bytes):  # OW: 16-bit words in the file's byte order
         data = np.frombuffer(lut_data, dtype="<u2" if ds.original_encoding[1] else ">u2")
     else:  # US: a list of ints, or one int
         data = np.asarray(lut_data, dtype=np.float64).reshape(-1)
     if data.size == 0:
         return None
+    if data.max() == data.min():
+        raise _error(path, "degenerate VOI LUT (every entry has one value): the image would be blank")
     last = min(entries or 65536, data.size) - 1
     index = np.clip(np.rint(values) - first, 0, last).astype(np.intp)
     return data[index] / max(2**bits - 1, float(data.max()))

@@ -9,18 +9,28 @@ from mammodet.data.classes import LABEL_IDS
 
 MASS_RULES = ("birads4", "pathology")
 """``birads4``: a mass is ``mass_high`` when its BI-RADS assessment is >= 4 (the default; a mass without an
-assessment falls back to its pathology); ``pathology``: a mass is ``mass_high`` when it is MALIGNANT."""
+assessment falls back to its pathology, BI-RADS 0 follows ``birads0``); ``pathology``: a mass is ``mass_high``
+when it is MALIGNANT."""
+
+BIRADS0_RULES = ("pathology", "mass_low", "mass_high")
+"""What a BI-RADS 0 mass ("incomplete: needs more imaging", no suspicion level) becomes under ``birads4``:
+``pathology`` (the default: ``mass_high`` when MALIGNANT, else ``mass_low``), or always ``mass_low`` /
+``mass_high``. The real CSVs hold 162 such masses (129 official train, 33 test), 22 of them MALIGNANT."""
 
 Box = tuple[float, float, float, float]
 
 
-def lesion_label(row: CaseRow, mass_rule: str = "birads4") -> int:
-    """The detector label id (1..3) of one abnormality under the chosen mass rule."""
+def lesion_label(row: CaseRow, mass_rule: str = "birads4", birads0: str = "pathology") -> int:
+    """The detector label id (1..3) of one abnormality under the chosen mass rule and BI-RADS 0 rule."""
+    if birads0 not in BIRADS0_RULES:
+        raise ValueError(f"unknown birads0 rule {birads0!r}; choose one of {BIRADS0_RULES}")
     if row.abnormality_type == "calcification":
         return LABEL_IDS["calcification"]
-    if mass_rule == "birads4" and row.assessment is not None:
+    if mass_rule == "birads4" and row.assessment == 0 and birads0 != "pathology":
+        return LABEL_IDS[birads0]
+    if mass_rule == "birads4" and row.assessment not in (None, 0):
         high = row.assessment >= 4
-    elif mass_rule in MASS_RULES:  # pathology rule, or a mass whose assessment is missing
+    elif mass_rule in MASS_RULES:  # pathology rule, a mass without assessment, or BI-RADS 0 by pathology
         high = row.pathology == "MALIGNANT"
     else:
         raise ValueError(f"unknown mass_rule {mass_rule!r}; choose one of {MASS_RULES}")

@@ -14,7 +14,7 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
-from mammodet.data.dicom import DicomError, is_binary_mask, read_raw_pixels
+from mammodet.data.dicom import DEFAULT_MAX_PIXELS, DicomError, is_binary_mask, read_raw_pixels
 
 LAYOUTS = ("classic", "tcia")
 
@@ -61,7 +61,7 @@ class DicomLocator:
             raise LayoutError(f"{csv_path}: expected one file in {files[0].parent}, found {len(files)}")
         return files[0]
 
-    def roi_mask(self, crop_path: str, mask_path: str) -> Path:
+    def roi_mask(self, crop_path: str, mask_path: str, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Path:
         """The ROI mask among the files of the crop's and the mask's series: the one with binary pixels."""
         candidates: list[Path] = []
         for csv_path in (mask_path, crop_path):
@@ -77,7 +77,7 @@ class DicomLocator:
         errors = []
         for path in candidates:
             try:
-                if is_binary_mask(read_raw_pixels(path)):
+                if is_binary_mask(read_raw_pixels(path, max_pixels)):
                     return path
             except DicomError as error:
                 errors.append(str(error))

@@ -30,25 +30,41 @@ def visible_boxes(boxes: np.ndarray, width: int, height: int, min_visibility: fl
 
 
 def breast_box(image: np.ndarray, margin: int = 8) -> tuple[int, int, int, int]:
-    """The bounding box ``[x0, y0, x1, y1]`` of the largest bright connected region (the breast).
+    """The bounding box ``[x0, y0, x1, y1]`` of the breast: the largest bright region once thin structures are gone.
 
-    Otsu's threshold on a downscaled copy separates tissue from the dark background; the largest
-    component drops scanner labels and tape marks. Falls back to the whole image when nothing is found.
+    On a copy whose longer side is 512 pixels, tissue is what is brighter than half Otsu's threshold (half: the
+    faint skin line and fatty edge stay in). An opening with a disc of 2.5 % of the longer side removes what is
+    thinner than that: film markers ("RMLO"), scanner labels and the bright film edges that would otherwise join
+    the breast to the image border. The largest remaining component, grown back by the same disc within the
+    thresholded tissue, is the breast; ``margin`` pixels are added around it. Falls back to the whole image when
+    nothing is found. The image is first brought to 8 bits (float in [0, 1] and uint16 scaled to 0..255), so a
+    float image and its 8-bit conversion get the same box.
     """
     h, w = image.shape
+    if image.dtype == np.uint16:
+        image = np.rint(image / 257.0).astype(np.uint8)
+    elif image.dtype != np.uint8:
+        image = np.rint(np.clip(image, 0.0, 1.0) * 255.0).astype(np.uint8)
     scale = min(1.0, 512 / max(h, w))
     small = cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
     small8 = cv2.normalize(small, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
-    _, binary = cv2.threshold(small8, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-    n, _, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
+    otsu, _ = cv2.threshold(small8, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    tissue = (small8 > otsu / 2).astype(np.uint8)
+    size = max(3, round(max(small.shape) * 0.025)) | 1
+    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
+    opened = cv2.morphologyEx(tissue, cv2.MORPH_OPEN, disc)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(opened, connectivity=8)
     if n <= 1:
-        return (0, 0, w, h)
+        n, labels, stats, _ = cv2.connectedComponentsWithStats(tissue, connectivity=8)  # only thin structures
+        if n <= 1:
+            return (0, 0, w, h)
     largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-    x, y, bw, bh = (int(v) for v in stats[largest, :4])
-    x0 = max(0, int(np.floor(x / scale)) - margin)
-    y0 = max(0, int(np.floor(y / scale)) - margin)
-    x1 = min(w, int(np.ceil((x + bw) / scale)) + margin)
-    y1 = min(h, int(np.ceil((y + bh) / scale)) + margin)
+    region = cv2.dilate((labels == largest).astype(np.uint8), disc) & tissue
+    rows, cols = np.flatnonzero(region.any(axis=1)), np.flatnonzero(region.any(axis=0))
+    x0 = max(0, int(np.floor(cols[0] / scale)) - margin)
+    y0 = max(0, int(np.floor(rows[0] / scale)) - margin)
+    x1 = min(w, int(np.ceil((cols[-1] + 1) / scale)) + margin)
+    y1 = min(h, int(np.ceil((rows[-1] + 1) / scale)) + margin)
     return (x0, y0, x1, y1)
 
 

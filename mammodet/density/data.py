@@ -197,12 +197,14 @@ def split_records(
         raise ValueError("image keys are not unique")
     counts = [np.eye(4, dtype=int)[r.density - 1] for r in records]
     official = [{r.official_split} if r.official_split else set() for r in records] if mode == "official" else None
+    patients = [r.patient_id for r in records]
     try:
         result = make_splits(
-            keys, [r.patient_id for r in records], counts, official, mode=mode, seed=seed, val_fraction=val_fraction
-        )
-    except ValueError as error:  # make_splits speaks of lesions; here a class index is a density (0 = A)
-        raise ValueError(f"density split: {error} (class index 0..3 = density A..D)") from error
+            keys, patients, counts, official, mode=mode, seed=seed, val_fraction=val_fraction, strict=True,
+            class_names=("density A", "density B", "density C", "density D"),
+        )  # fmt: skip
+    except ValueError as error:
+        raise ValueError(f"density split: {error}") from error
     return {split: [r for r in records if result.assignment[r.key] == split] for split in SPLITS}
 
 

@@ -34,7 +34,7 @@ from mammodet import __version__
 from mammodet.data.classes import CLASSES, LABEL_NAMES
 from mammodet.data.conversion import ConvertSettings
 from mammodet.data.detection_dataset import model_input, to_sample
-from mammodet.data.dicom import DicomError, read_dicom, read_dicom_header
+from mammodet.data.dicom import DEFAULT_MAX_PIXELS, DicomError, read_dicom, read_dicom_header
 from mammodet.data.preprocess import breast_box, crop_and_resize, unmap_boxes, white_level
 from mammodet.models import FasterRCNNModule
 
@@ -42,9 +42,6 @@ Forward = Callable[[list[Tensor]], list[dict[str, Tensor]]]
 """A detector runtime: images ``[3, H, W]`` in 0..1 -> ``dict(boxes, scores, labels)`` per image, on the CPU."""
 
 ErrorKind = Literal["empty", "unsupported", "too_large", "invalid"]
-
-DEFAULT_MAX_PIXELS = 100_000_000
-"""Images with more pixels are refused before decoding (a full-field mammogram has about 10-40 million)."""
 
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _JPEG_MAGIC = b"\xff\xd8\xff"
@@ -73,7 +70,9 @@ def sniff_format(head: bytes) -> Literal["dicom", "png", "jpeg"] | None:
 def load_image(path: str | Path, gamma: float, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Decode a DICOM, PNG or JPEG file to a 2-D float32 image in 0..1 (tissue bright).
 
-    The pixel count is checked from the header before the pixels are decoded. Raises ``InputError``.
+    The pixel count is checked from the header before the pixels are decoded (``max_pixels``, by default
+    ``mammodet.data.dicom.DEFAULT_MAX_PIXELS``); a JPEG too small to code the size its header claims, and an
+    image whose decoded size differs from its header, are refused. Raises ``InputError``.
     """
     path = Path(path)
     try:
@@ -90,7 +89,7 @@ def load_image(path: str | Path, gamma: float, max_pixels: int = DEFAULT_MAX_PIX
         try:
             info = read_dicom_header(path)
             _check_pixels(path, info.columns, info.rows, max_pixels)
-            return read_dicom(path, out_dtype="float32", gamma=gamma)
+            return read_dicom(path, out_dtype="float32", gamma=gamma, max_pixels=max_pixels)
         except DicomError as exc:
             raise InputError(path, "invalid", str(exc).removeprefix(f"{path}: ")) from exc
     data = path.read_bytes()
@@ -104,9 +103,21 @@ def load_image(path: str | Path, gamma: float, max_pixels: int = DEFAULT_MAX_PIX
     except (OSError, SyntaxError) as exc:
         raise InputError(path, "invalid", f"cannot read the {label} header") from exc
     _check_pixels(path, width, height, max_pixels)
+    if kind == "jpeg" and len(data) * 8 < -(-width // 8) * -(-height // 8):
+        # Every 8x8 block costs at least one bit of Huffman code: this header claims more pixels than the data hold
+        # (a patched or truncated file, which the decoder would silently pad with grey).
+        raise InputError(
+            path, "invalid", f"the JPEG header claims {width} x {height} pixels, more than {len(data)} bytes can code"
+        )
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE | cv2.IMREAD_ANYDEPTH)
     if image is None:
         raise InputError(path, "invalid", f"cannot decode the {label} data (truncated or corrupt)")
+    if image.shape != (height, width):
+        raise InputError(
+            path,
+            "invalid",
+            f"decoded {image.shape[1]} x {image.shape[0]} pixels, but the {label} header says {width} x {height}",
+        )
     return image.astype(np.float32) / white_level(image.dtype)
 
 

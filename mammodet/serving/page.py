@@ -3,8 +3,14 @@
 One self-contained HTML document (no external assets, so it works offline). It calls ``POST
 /v1/detect?preview=true`` once per upload; the slider only filters the boxes and rows already received.
 Boxes are SVG rectangles over the preview image in the original image's pixel coordinates (the SVG's
-``viewBox``), so they need no rescaling.
+``viewBox``), so they need no rescaling. When the server needs an API key (401), a key field appears; the key
+is kept for the browser tab (sessionStorage) and sent as ``X-API-Key``. ``PAGE_CSP`` allows only this page's
+own script (by its hash), its inline styles, ``data:`` images and requests to the same origin.
 """
+
+import base64
+import hashlib
+import re
 
 INDEX_HTML = """<!doctype html>
 <html lang="en">
@@ -54,6 +60,7 @@ INDEX_HTML = """<!doctype html>
       <input type="file" id="file" name="file"
              accept=".dcm,.dicom,.png,.jpg,.jpeg,application/dicom,image/png,image/jpeg">
       <button type="submit">Detect</button>
+      <input type="password" id="apikey" placeholder="API key" autocomplete="off" hidden>
       <span class="legend"><span><i class="swatch" style="background:#ffd400"></i>calcification</span><span><i
         class="swatch" style="background:#00c8ff"></i>mass_low</span><span><i class="swatch"
         style="background:#ff3b3b"></i>mass_high</span></span>
@@ -80,6 +87,21 @@ const SVG = "http://www.w3.org/2000/svg";
 const COLORS = { calcification: "#ffd400", mass_low: "#00c8ff", mass_high: "#ff3b3b" };
 const $ = (id) => document.getElementById(id);
 let result = null;
+
+function authHeaders() {
+  const key = sessionStorage.getItem("mammodet-api-key") || $("apikey").value;
+  return key ? { "X-API-Key": key } : {};
+}
+
+function askForKey() {
+  $("apikey").hidden = false;
+  setStatus("This server needs an API key: enter it, then choose the file again.", true);
+}
+
+$("apikey").addEventListener("change", () => {
+  sessionStorage.setItem("mammodet-api-key", $("apikey").value);
+  loadModel();
+});
 
 function setStatus(text, isError) {
   $("status").textContent = text;
@@ -149,9 +171,12 @@ async function detect(file) {
   const body = new FormData();
   body.append("file", file);
   try {
-    const response = await fetch("/v1/detect?preview=true", { method: "POST", body });
+    const response = await fetch("/v1/detect?preview=true", { method: "POST", body, headers: authHeaders() });
     const answer = await response.json();
-    if (!response.ok) {
+    if (response.status === 401) {
+      result = null;
+      askForKey();
+    } else if (!response.ok) {
       const message = answer.error ? answer.error.message : response.statusText;
       result = null;
       $("download").hidden = true;
@@ -174,12 +199,25 @@ $("upload").addEventListener("submit", (event) => {
   event.preventDefault();
   if ($("file").files.length) detect($("file").files[0]); else setStatus("Choose a file first.", true);
 });
-fetch("/v1/model").then((r) => r.json()).then((model) => {
+async function loadModel() {
+  const response = await fetch("/v1/model", { headers: authHeaders() });
+  if (response.status === 401) return askForKey();
+  const model = await response.json();
   $("model").textContent = `model ${model.version} (${model.arch})`;
   $("threshold").value = model.thresholds.display_score;
   render();
-});
+}
+loadModel();
 </script>
 </body>
 </html>
 """
+
+_SCRIPT = re.search(r"<script>(.*?)</script>", INDEX_HTML, re.S).group(1)
+PAGE_CSP = (
+    "default-src 'none'; "
+    f"script-src 'sha256-{base64.b64encode(hashlib.sha256(_SCRIPT.encode()).digest()).decode()}'; "
+    "style-src 'unsafe-inline'; img-src 'self' data: blob:; connect-src 'self'; "
+    "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+"""The page's Content-Security-Policy: its one inline script by hash, nothing from elsewhere, never framed."""
