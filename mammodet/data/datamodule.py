@@ -4,6 +4,10 @@
 CSV folder does not exist) and the conversion (COCO files under ``image_dir``). ``source`` picks where
 pixels come from: ``jpeg`` (the converted images), ``dicom`` (decoded on the fly, same samples and boxes) or
 ``cache`` (arrays pre-cropped and pre-resized once from either, ``mammodet.data.cache``; same boxes).
+
+One pixel scale: with ``crop_scale`` None (the configuration's default) training crops are cut from the images
+shrunk exactly as validation and test shrink them (``max_side``), so a lesion has the same size in pixels in
+training and in evaluation (``docs/training.md``).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import cv2
 import lightning as L
 import torch
 from torch.utils.data import DataLoader
@@ -49,7 +54,7 @@ class DetectionDataModule(L.LightningDataModule):
         synthesize: Mapping[str, Any] | None = None,
         train_mode: str = "crops",
         crop_size: int = 512,
-        crop_scale: float = 1.0,
+        crop_scale: float | None = None,
         positive_fraction: float = 0.7,
         min_visibility: float = 0.5,
         crops_per_epoch: int = 512,
@@ -122,7 +127,7 @@ class DetectionDataModule(L.LightningDataModule):
                 self.image_dir,
                 self.cache_dir,
                 self.cache_settings,
-                crop_scale=self.crop_scale if self.train_mode == "crops" else None,
+                crop_scale=self.crop_scale if self.train_mode == "crops" else None,  # None: whole-image arrays only
                 max_side=self.max_side,
                 dicom_root=self.dicom_root,
                 workers=self.cache_workers,
@@ -145,7 +150,16 @@ class DetectionDataModule(L.LightningDataModule):
                 raise ValueError(f"{self.image_dir}/annotations/{split}.json holds no image")
 
     def _loader(self, dataset: Any, batch_size: int, shuffle: bool) -> DataLoader:
+        """A loader of ``dataset``; with worker processes, OpenCV runs single-threaded in each of them.
+
+        The workers are the parallelism: OpenCV's own thread pool in each (resize, warpAffine) would oversubscribe
+        the cores. The thread count is set here, in the main process, before the workers fork: setting it in a
+        forked worker can deadlock once the parent's pool has run (seen with OpenCV 5.0). The main process decodes
+        nothing while workers load, so its own OpenCV calls (none in training) run single-threaded too.
+        """
         workers = self.num_workers
+        if workers > 0:
+            cv2.setNumThreads(1)
         return DataLoader(
             dataset,
             batch_size=batch_size,
@@ -172,6 +186,7 @@ class DetectionDataModule(L.LightningDataModule):
             positive_fraction=self.positive_fraction,
             min_visibility=self.min_visibility,
             transform=transform,
+            max_side=self.max_side,
         )
         return self._loader(dataset, self.batch_size, shuffle=False)
 
