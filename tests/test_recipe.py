@@ -245,3 +245,42 @@ def test_loader_workers_run_opencv_single_threaded(converted: Path) -> None:
         assert [batch for batch in loader] == [[1], [1]]
     finally:
         cv2.setNumThreads(threads)
+
+
+# ------------------------------------------------------------------------------------------------ CPU smoke run
+
+
+def recipe_smoke_overrides(synth: Path, work: Path) -> list[str]:
+    """The recipe on the CPU, small enough for 2 cores and 24 GB: batch 2, 2 steps, no download, real crop size."""
+    return [
+        "experiment=frcnn_a100",
+        "trainer=cpu",
+        "trainer.precision=32-true",
+        "model.weights=none",
+        f"data.csv_dir={synth / 'csv'}",
+        f"data.dicom_root={synth / 'dicom'}",
+        f"data.image_dir={work / 'converted'}",
+        f"paths.output_dir={work / 'run'}",
+        "data.batch_size=2",
+        "data.eval_batch_size=1",
+        "data.num_workers=0",
+        "data.convert.workers=0",
+        "data.cache.workers=0",
+        "trainer.max_steps=2",
+        "trainer.val_check_interval=2",
+        "trainer.limit_val_batches=1",
+        "trainer.limit_test_batches=1",
+        "trainer.log_every_n_steps=1",
+        "logger=none",
+    ]
+
+
+@pytest.mark.slow
+def test_recipe_smoke_run_on_the_cpu(synthetic_classic: Path, tmp_path: Path) -> None:
+    from mammodet.train import train
+
+    metrics, objects = train(compose("train", recipe_smoke_overrides(synthetic_classic, tmp_path)))
+    assert objects["trainer"].global_step == 2
+    assert math.isfinite(metrics["train/loss"]) and "val/map_50" in metrics and "test/map_50" in metrics
+    assert (tmp_path / "converted" / "cache" / "index.json").is_file()  # fed from the cache, as the recipe is
+    assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()

@@ -68,6 +68,7 @@ class DetectionDataModule(L.LightningDataModule):
         prefetch_factor: int | None = None,
         image_gamma: float = 0.8,
         cache: Mapping[str, Any] | None = None,
+        opencv_threads: int = 1,
     ) -> None:
         super().__init__()
         # Stored in checkpoints (plain types), so prediction repeats the evaluation preprocessing exactly.
@@ -98,6 +99,7 @@ class DetectionDataModule(L.LightningDataModule):
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.num_workers, self.pin_memory, self.persistent_workers = num_workers, pin_memory, persistent_workers
         self.prefetch_factor = prefetch_factor
+        self.opencv_threads = opencv_threads
         self.image_gamma = image_gamma
         self.records: dict[str, list[ImageRecord]] = {}
 
@@ -150,16 +152,17 @@ class DetectionDataModule(L.LightningDataModule):
                 raise ValueError(f"{self.image_dir}/annotations/{split}.json holds no image")
 
     def _loader(self, dataset: Any, batch_size: int, shuffle: bool) -> DataLoader:
-        """A loader of ``dataset``; with worker processes, OpenCV runs single-threaded in each of them.
+        """A loader of ``dataset``; with worker processes, OpenCV runs ``opencv_threads`` threads in each of them.
 
         The workers are the parallelism: OpenCV's own thread pool in each (resize, warpAffine) would oversubscribe
-        the cores. The thread count is set here, in the main process, before the workers fork: setting it in a
-        forked worker can deadlock once the parent's pool has run (seen with OpenCV 5.0). The main process decodes
-        nothing while workers load, so its own OpenCV calls (none in training) run single-threaded too.
+        the cores, hence 1 by default (-1: OpenCV's default, one per core). The count is set here, in the main
+        process, before the workers fork: setting it in a forked worker can deadlock once the parent's pool has
+        run (seen with OpenCV 5.0). The main process decodes nothing while workers load, so its own OpenCV calls
+        (none in training) use that count too.
         """
         workers = self.num_workers
         if workers > 0:
-            cv2.setNumThreads(1)
+            cv2.setNumThreads(self.opencv_threads)
         return DataLoader(
             dataset,
             batch_size=batch_size,
