@@ -4,11 +4,12 @@
     python bench/data_pipeline.py [--quick] [--workers 2] [--seconds 10] [--json FILE]
 
 Each source is served exactly as training serves it: ``DetectionDataModule`` from ``experiment=frcnn_a100``
-(training crops of ``crop_size`` at ``crop_scale`` with the configured augmentations, batch 16; whole images at
-``max_side`` for validation), with ``--workers`` loader processes. The data is a synthetic CBIS-DDSM made once
-under ``--data-dir`` (full: 4096x2560 DICOM, the size of a scanned CBIS-DDSM film, cropped to the breast like the
-real conversion; ``--quick``: 1024x640 with 256-pixel crops), converted to JPEG, and cached (the build's time
-is printed). A measurement starts after the first batch (worker start-up) and runs ``--seconds``.
+(training crops of ``crop_size`` at the evaluation scale with the configured augmentations, batch 16; whole
+images at ``max_side``, the recipe's 2048, for validation), with ``--workers`` loader processes and
+``--opencv-threads`` OpenCV threads in each. The data is a synthetic CBIS-DDSM made once under ``--data-dir``
+(full: 4096x2560 DICOM, the size of a scanned CBIS-DDSM film, cropped to the breast like the real conversion;
+``--quick``: 1024x640 with 256-pixel crops), converted to JPEG, and cached (the build's time is printed).
+A measurement starts after the first batch (worker start-up) and runs ``--seconds``.
 With CUDA, whole-image JPEG decoding on the GPU (``torchvision.io.decode_jpeg(device="cuda")``) is timed too.
 """
 
@@ -38,8 +39,10 @@ REPO = Path(__file__).resolve().parent.parent
 SOURCES = ("dicom", "jpeg", "cache")
 SIZES = {  # (height, width) of the synthetic DICOM, crop size, max_side
     "quick": (1024, 640, 256, 512),
-    "full": (4096, 2560, 800, 1333),
+    "full": (4096, 2560, 800, 2048),
 }
+OPENCV_THREADS = 1
+"""``data.opencv_threads`` of every loader (``--opencv-threads``)."""
 
 
 def datamodule(data_dir: Path, source: str, workers: int, quick: bool, augment: bool) -> DetectionDataModule:
@@ -58,6 +61,7 @@ def datamodule(data_dir: Path, source: str, workers: int, quick: bool, augment: 
         "data.crops_per_epoch=1000000",
         f"data.pin_memory={torch.cuda.is_available()}",
         f"data.augment.enabled={augment}",
+        f"data.opencv_threads={OPENCV_THREADS}",
     ]
     if quick:
         overrides += ["data.batch_size=4", "data.eval_batch_size=4"]
@@ -159,7 +163,10 @@ def main() -> None:
     parser.add_argument("--sources", nargs="+", default=list(SOURCES), choices=SOURCES)
     parser.add_argument("--data-dir", type=Path, default=None, help="default: data/bench/<quick|full>")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
+    parser.add_argument("--opencv-threads", type=int, default=1, help="data.opencv_threads (-1: OpenCV's default)")
     args = parser.parse_args()
+    global OPENCV_THREADS
+    OPENCV_THREADS = args.opencv_threads
     seconds = args.seconds if args.seconds is not None else (3.0 if args.quick else 10.0)
     data_dir = args.data_dir or REPO / "data" / "bench" / ("quick" if args.quick else "full")
     build_s = make_data(data_dir, args.quick, args.workers)
@@ -170,7 +177,8 @@ def main() -> None:
     print(
         f"\n{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.node()}, {os.cpu_count()} CPUs, "
         f"torch {torch.__version__}, CUDA: {torch.cuda.is_available()}; synthetic DICOM {height}x{width}, "
-        f"crops {crop_size} px, whole images at max_side {max_side}, {args.workers} workers, {seconds:g} s per figure"
+        f"crops {crop_size} px, whole images at max_side {max_side}, {args.workers} workers, "
+        f"OpenCV threads {args.opencv_threads}, {seconds:g} s per figure"
     )
     print(f"cache build (or resume): {build_s:.1f} s")
     print("\n| source | train crops/s (augmented) | train crops/s (no augmentation) | whole images/s | load 1 min |")

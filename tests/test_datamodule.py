@@ -105,7 +105,8 @@ def test_datamodule_converts_when_missing_and_serves_batches(synthetic_classic: 
     dm.prepare_data()
     dm.setup("fit")
     images, targets = next(iter(dm.train_dataloader()))
-    assert len(images) == len(targets) == 4 and images[0].shape == (1, 64, 64) and images[0].dtype == torch.uint8
+    # Crops are cut at the evaluation scale (max_side 160): the converted image shrunk, as float32 in [0, 1].
+    assert len(images) == len(targets) == 4 and images[0].shape == (1, 64, 64) and images[0].dtype == torch.float32
     images, targets = next(iter(dm.val_dataloader()))
     assert max(images[0].shape[1:]) == 160
     assert {"boxes", "labels", "image_id"} <= set(targets[0])

@@ -57,7 +57,7 @@ def test_every_experiment_config_composes(experiment: str, tmp_path: Path) -> No
     cfg = compose("train", [f"experiment={experiment}", f"paths.output_dir={tmp_path}"])
     assert cfg.model._target_ and cfg.data._target_ and cfg.trainer._target_
     if experiment == "frcnn_a100":
-        assert (cfg.data.batch_size, cfg.data.num_workers, cfg.trainer.precision) == (16, 8, "16-mixed")
+        assert (cfg.data.batch_size, cfg.data.num_workers, cfg.trainer.precision) == (16, 8, "bf16-mixed")
         assert cfg.trainer.gradient_clip_val == 1.0 and cfg.callbacks.periodic_checkpoint.every_n_train_steps == 5000
         assert cfg.trainer.max_epochs == 150 and cfg.model.arch == "fasterrcnn_resnet50_fpn"
 

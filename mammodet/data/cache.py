@@ -4,7 +4,8 @@ Why: decoding a whole mammogram for every training sample (DICOM, or a large JPE
 waiting. ``build_cache`` reads the COCO records the conversion wrote, decodes each image once from its
 input -- the converted images (``input=jpeg``, as ``FileSource``) or the DICOM files (``input=dicom``, with the
 record's crop box and size, as ``DicomSource``) -- resizes it to every size the datasets ask for (training
-crops at ``crop_scale``: train split; whole images at ``max_side``: every split) and stores each as one
+crops at ``crop_scale``, or at ``max_side`` when it is None: train split; whole images at ``max_side``: every
+split) and stores each as one
 ``.npy`` file of uint8 or uint16. ``CacheSource`` memory-maps them, so a training crop reads and converts only
 its own pixels, and a whole image is a read of an already shrunk array.
 
@@ -47,7 +48,7 @@ from mammodet.data.detection_dataset import (
     ImageRecord,
     ImageSource,
     load_records,
-    scaled_size,
+    train_size,
     whole_size,
 )
 from mammodet.data.preprocess import white_level
@@ -168,16 +169,16 @@ def cache_sizes(
 ) -> dict[str, tuple[ImageRecord, list[Size]]]:
     """Per image key: its record and the sizes the datasets will ask for.
 
-    Whole images at ``max_side`` for every split; training crops at ``crop_scale`` for the train split (None:
-    no crops, ``train_mode=whole``).
+    Whole images at ``max_side`` for every split; training crops at ``crop_scale`` for the train split (None: at
+    the evaluation scale, ``max_side``, which is the whole image's array: one array serves both).
     """
     plan: dict[str, tuple[ImageRecord, list[Size]]] = {}
     for split, split_records in records.items():
         for record in split_records:
             sizes = plan.setdefault(record.key, (record, []))[1]
             wanted = [whole_size(record.width, record.height, max_side)]
-            if split == "train" and crop_scale is not None:
-                wanted.append(scaled_size(record.width, record.height, crop_scale))
+            if split == "train":
+                wanted.append(train_size(record.width, record.height, crop_scale, max_side))
             sizes.extend(size for size in wanted if size not in sizes)
     return plan
 

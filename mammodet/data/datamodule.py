@@ -5,6 +5,10 @@ Synthetic data is not made here: ``mammodet.train`` runs the experiment's ``synt
 ``source`` picks where pixels come from: ``jpeg`` (the converted images), ``dicom`` (decoded on the fly, same
 samples and boxes) or ``cache`` (arrays pre-cropped and pre-resized once from either, ``mammodet.data.cache``;
 same boxes).
+
+One pixel scale: with ``crop_scale`` None (the configuration's default) training crops are cut from the images
+shrunk exactly as validation and test shrink them (``max_side``), so a lesion has the same size in pixels in
+training and in evaluation (``docs/training.md``).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import cv2
 import lightning as L
 import torch
 from torch.utils.data import DataLoader
@@ -52,7 +57,7 @@ class DetectionDataModule(L.LightningDataModule):
         convert: Mapping[str, Any] | None = None,
         train_mode: str = "crops",
         crop_size: int = 512,
-        crop_scale: float = 1.0,
+        crop_scale: float | None = None,
         positive_fraction: float = 0.7,
         min_visibility: float = 0.5,
         crops_per_epoch: int = 512,
@@ -66,6 +71,7 @@ class DetectionDataModule(L.LightningDataModule):
         prefetch_factor: int | None = None,
         image_gamma: float = 0.8,
         cache: Mapping[str, Any] | None = None,
+        opencv_threads: int = 1,
     ) -> None:
         super().__init__()
         # Stored in checkpoints (plain types), so prediction repeats the evaluation preprocessing exactly.
@@ -101,6 +107,7 @@ class DetectionDataModule(L.LightningDataModule):
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.num_workers, self.pin_memory, self.persistent_workers = num_workers, pin_memory, persistent_workers
         self.prefetch_factor = prefetch_factor
+        self.opencv_threads = opencv_threads
         self.image_gamma = image_gamma
         self.records: dict[str, list[ImageRecord]] = {}
 
@@ -148,7 +155,7 @@ class DetectionDataModule(L.LightningDataModule):
                 self.image_dir,
                 self.cache_dir,
                 self.cache_settings,
-                crop_scale=self.crop_scale if self.train_mode == "crops" else None,
+                crop_scale=self.crop_scale if self.train_mode == "crops" else None,  # None: whole-image arrays only
                 max_side=self.max_side,
                 dicom_root=self.dicom_root,
                 workers=self.cache_workers,
@@ -171,7 +178,17 @@ class DetectionDataModule(L.LightningDataModule):
                 raise ValueError(f"{self.image_dir}/annotations/{split}.json holds no image")
 
     def _loader(self, dataset: Any, batch_size: int, shuffle: bool) -> DataLoader:
+        """A loader of ``dataset``; with worker processes, OpenCV runs ``opencv_threads`` threads in each of them.
+
+        The workers are the parallelism: OpenCV's own thread pool in each (resize, warpAffine) would oversubscribe
+        the cores, hence 1 by default (-1: OpenCV's default, one per core). The count is set here, in the main
+        process, before the workers fork: setting it in a forked worker can deadlock once the parent's pool has
+        run (seen with OpenCV 5.0). The main process decodes nothing while workers load, so its own OpenCV calls
+        (none in training) use that count too.
+        """
         workers = self.num_workers
+        if workers > 0:
+            cv2.setNumThreads(self.opencv_threads)
         return DataLoader(
             dataset,
             batch_size=batch_size,
@@ -197,6 +214,7 @@ class DetectionDataModule(L.LightningDataModule):
             positive_fraction=self.positive_fraction,
             min_visibility=self.min_visibility,
             transform=transform,
+            max_side=self.max_side,
         )
         return self._loader(dataset, self.batch_size, shuffle=False)
 

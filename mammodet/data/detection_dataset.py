@@ -106,6 +106,15 @@ def whole_size(width: int, height: int, max_side: int | None) -> tuple[int, int]
     return (width, height) if scale == 1.0 else scaled_size(width, height, scale)
 
 
+def train_size(width: int, height: int, crop_scale: float | None, max_side: int | None) -> tuple[int, int]:
+    """(width, height) of the image training crops are cut from: at the evaluation scale (``crop_scale`` None:
+    the whole image shrunk to ``max_side``, as ``whole_size``, so a lesion has the same size in pixels in a
+    training crop and in the evaluated image), or resized by ``crop_scale``."""
+    if crop_scale is None:
+        return whole_size(width, height, max_side)
+    return scaled_size(width, height, crop_scale)
+
+
 def load_resized(source: ImageSource, record: ImageRecord, size: tuple[int, int]) -> np.ndarray:
     """The record's image at ``size`` (width, height): as a ``ResizedSource`` stores it, else loaded as float32
     and shrunk with ``INTER_AREA``."""
@@ -176,7 +185,10 @@ def crop_boxes(
 class CropDataset(Dataset):
     """Square training crops: a share ``positive_fraction`` centred around a random lesion, the rest random.
 
-    Images are first scaled by ``scale`` (1.0: the converted resolution). Lesions partly inside a crop are
+    Images are first resized to ``train_size(width, height, scale, max_side)``: with ``scale`` None (the default
+    configuration) exactly as evaluation shrinks whole images to ``max_side``, so lesions have the same size in
+    pixels in training and evaluation; a number resizes by that factor (1.0: the converted resolution), which
+    differs from the evaluation scale wherever ``max_side`` shrinks the image. Lesions partly inside a crop are
     kept (clipped) when at least ``min_visibility`` of their area is visible, and dropped otherwise.
     ``samples_per_epoch`` crops make an epoch. Crops keep the image's stored dtype. Randomness comes from
     torch's generator, so ``seed_everything`` makes runs reproducible and every worker draws differently.
@@ -188,13 +200,14 @@ class CropDataset(Dataset):
         source: ImageSource,
         crop_size: int,
         samples_per_epoch: int,
-        scale: float = 1.0,
+        scale: float | None = 1.0,
         positive_fraction: float = 0.7,
         min_visibility: float = 0.5,
         transform: Transform | None = None,
+        max_side: int | None = None,
     ) -> None:
         self.records, self.source, self.crop_size = list(records), source, crop_size
-        self.samples_per_epoch, self.scale = samples_per_epoch, scale
+        self.samples_per_epoch, self.scale, self.max_side = samples_per_epoch, scale, max_side
         self.positive_fraction, self.min_visibility, self.transform = positive_fraction, min_visibility, transform
         self.positives = [i for i, r in enumerate(self.records) if len(r.boxes)]
 
@@ -206,10 +219,10 @@ class CropDataset(Dataset):
         positive = bool(self.positives) and rng.random() < self.positive_fraction
         record = self.records[int(rng.choice(self.positives)) if positive else int(rng.integers(len(self.records)))]
         w, h = record.width, record.height
-        size = scaled_size(w, h, self.scale) if self.scale != 1.0 else (w, h)
+        size = train_size(w, h, self.scale, self.max_side)
         image = load_resized(self.source, record, size)
         boxes = record.boxes
-        if self.scale != 1.0:
+        if size != (w, h):  # the factors WholeImageDataset applies at the same size
             boxes = boxes * np.array([size[0] / w, size[1] / h] * 2, dtype=np.float32)
         window = self.window(rng, image, boxes[int(rng.integers(len(boxes)))] if positive else None)
         crop = np.zeros((self.crop_size, self.crop_size), dtype=image.dtype)

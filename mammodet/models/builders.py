@@ -250,9 +250,9 @@ ARCHS: dict[str, ArchSpec] = {
 
 
 def download_state_dict(weights_entry: Any, option: str) -> dict[str, Tensor]:
-    """Download (or read from torch's hub cache) a torchvision checkpoint; offline, say how to get it by hand.
+    """Download (or read from torch's hub cache) a torchvision checkpoint; offline, say how to pass it by hand.
 
-    ``option`` names the constructor argument (``weights`` or ``backbone_weights``) for the error message.
+    ``option`` names the ``model.`` config key (``weights`` or ``backbone_weights``) for the error message.
     """
     url: str = weights_entry.url
     file_name = url.rsplit("/", 1)[-1]
@@ -260,9 +260,10 @@ def download_state_dict(weights_entry: Any, option: str) -> dict[str, Tensor]:
         return load_state_dict_from_url(url, progress=True, check_hash=True)
     except OSError as exc:  # URLError, socket errors, no write access to the cache
         raise RuntimeError(
-            f"Could not download {url} ({exc}). This machine looks offline: download that file on a machine "
-            f"with internet access, copy it here and pass {option}=/path/to/{file_name} (or put it in "
-            f"{Path(get_dir()) / 'checkpoints'}, where torchvision looks before downloading)."
+            f"Could not download {url} ({exc}). This machine looks offline. Either download that file on a "
+            f"machine with internet access, copy it here and pass model.{option}=/path/to/{file_name} (any "
+            f"file name; or put it in {Path(get_dir()) / 'checkpoints'}, where torchvision looks before "
+            f"downloading), or pass model.{option}=none to start from random weights."
         ) from exc
 
 

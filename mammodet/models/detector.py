@@ -5,8 +5,13 @@ Batches follow torchvision (``docs/architecture.md``): ``(images, targets)`` wit
 datasets' images arrive as stored (``[1, H, W]`` uint8, uint16 or float) and become those float images on the
 device, in ``forward`` (``mammodet.data.detection_dataset.model_input``).
 The training step is torchvision's reference loop: the model returns its four losses, their sum is the loss.
-Optimisation is automatic; gradient clipping, precision (``16-mixed``) and ``channels_last`` are set on the
-Trainer by the config.
+Optimisation is automatic; gradient clipping and precision are set on the Trainer by the config,
+``channels_last``, ``compile`` and ``size_divisible`` on this module.
+
+Nothing on the training hot path waits for the GPU (see ``docs/training.md``): a non-finite loss or gradient
+makes the fused SGD step a no-op on the device (``optimizer.found_inf``, as ``GradScaler`` does), its counters
+stay on the device, and the logs (losses, RoI accuracy, step and data-wait times, non-finite counts) are made
+every ``trainer.log_every_n_steps`` steps only, where Lightning reads them back anyway.
 """
 
 from __future__ import annotations
@@ -88,6 +93,67 @@ def draw_detections(
     return canvas
 
 
+class StepCounters:
+    """Non-finite steps counted on the device (total and current streak), read back only when asked."""
+
+    def __init__(self) -> None:
+        self.total: Tensor | None = None
+        self.in_a_row: Tensor | None = None
+
+    def update(self, found_inf: Tensor) -> None:
+        """Count one optimizer step; ``found_inf`` is a 0-dim float tensor, 1 where the step was skipped."""
+        if self.total is None or self.in_a_row is None or self.total.device != found_inf.device:
+            self.total = torch.zeros((), device=found_inf.device)
+            self.in_a_row = torch.zeros((), device=found_inf.device)
+        self.total += found_inf
+        self.in_a_row.add_(1).mul_(found_inf)
+
+    def read(self) -> tuple[int, int]:
+        """(total, in a row) as ints: one host read."""
+        if self.total is None or self.in_a_row is None:
+            return 0, 0
+        total, in_a_row = torch.stack([self.total, self.in_a_row]).tolist()
+        return int(total), int(in_a_row)
+
+
+class IntervalTimer:
+    """Host wall time between training steps, summed over a logging interval: data wait and step time."""
+
+    def __init__(self) -> None:
+        self._last_end: float | None = None
+        self._wait = 0.0
+        self._elapsed = 0.0
+        self._steps = 0
+
+    def restart(self) -> None:
+        """Start waiting for the next batch now (epoch start, end of validation)."""
+        self._last_end = time.perf_counter()
+
+    def batch_start(self) -> None:
+        """A batch arrived: the time since the previous step ended was spent waiting for it."""
+        now = time.perf_counter()
+        if self._last_end is not None:
+            self._wait += now - self._last_end
+            self._elapsed += now - self._last_end
+        self._last_end = now
+
+    def batch_end(self) -> None:
+        """A step ended: the time since its batch arrived was spent computing it."""
+        now = time.perf_counter()
+        if self._last_end is not None:
+            self._elapsed += now - self._last_end
+            self._steps += 1
+        self._last_end = now
+
+    def interval(self) -> tuple[float | None, float]:
+        """Mean (step seconds, data-wait seconds) per step since the last call, then start a new interval."""
+        steps, wait, elapsed = self._steps, self._wait, self._elapsed
+        self._steps, self._wait, self._elapsed = 0, 0.0, 0.0
+        if steps == 0:
+            return None, 0.0
+        return (elapsed - wait) / steps, wait / steps
+
+
 class FasterRCNNModule(LightningModule):
     """Faster R-CNN lesion detector: torchvision model, SGD with warmup, COCO mAP on validation and test.
 
@@ -130,6 +196,13 @@ class FasterRCNNModule(LightningModule):
             False, so restoring one never downloads: its state dict replaces those weights anyway.
         resize_in_model: keep torchvision's internal resize to ``min_size``/``max_size`` (default False: the
             data pipeline already gives crops and whole images at the training scale).
+        size_divisible: batches are zero-padded to a multiple of this (None: torchvision's 32). A larger value
+            (the recipe's 256) puts whole images of varying size into a few shapes, so ``trainer.benchmark``
+            (cuDNN autotuning) tunes each bucket once instead of every new validation image.
+        channels_last: store the convolution weights channels-last (NHWC), so cuDNN runs its tensor-core
+            kernels without layout conversions under mixed precision.
+        compile: ``torch.compile`` the backbone (ResNet and FPN) when training starts; the state dict keys do
+            not change.
     """
 
     def __init__(
@@ -170,6 +243,9 @@ class FasterRCNNModule(LightningModule):
         eval_score_thresh: float = 0.5,
         load_pretrained: bool = True,
         resize_in_model: bool = False,
+        size_divisible: int | None = None,
+        channels_last: bool = False,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         if scheduler not in SCHEDULERS:
@@ -199,15 +275,20 @@ class FasterRCNNModule(LightningModule):
             box_score_thresh=box_score_thresh,
             box_nms_thresh=box_nms_thresh,
             box_detections_per_img=box_detections_per_img,
+            size_divisible=size_divisible,
             **(detector_kwargs or {}),
         )
+        if channels_last:
+            self.model.to(memory_format=torch.channels_last)
         self.roi_samples = RoISampleRecorder(self.model.roi_heads)
         self.val_evaluator = self._evaluator()
         self.test_evaluator = self._evaluator()
         self.nonfinite_skipped = 0
         self._nonfinite_in_a_row = 0
-        self._last_step_end: float | None = None
-        self._step_start = 0.0
+        self._nonfinite = StepCounters()
+        self._timer = IntervalTimer()
+        self._last_loss: Tensor | None = None
+        self._logging = False
 
     def _evaluator(self) -> DetectionEvaluator:
         """The validation or test evaluator: the ``DetectionEvaluator`` of ``evaluate`` (COCO mAP, F1 at
@@ -227,87 +308,118 @@ class FasterRCNNModule(LightningModule):
 
     # ---------------------------------------------------------------- training
 
-    def training_step(self, batch: Batch, batch_idx: int) -> Tensor | None:
-        """Sum torchvision's four losses; skip the step (return None) when the sum is not finite."""
+    def setup(self, stage: str) -> None:
+        """Compile the backbone for training when ``compile`` is set (lazily: at its first call)."""
+        if stage == "fit" and self.hparams.get("compile", False):
+            self.model.backbone.compile()
+
+    def _logging_step(self) -> bool:
+        """Whether the step about to run is one Lightning writes to the loggers (``log_every_n_steps``; asked
+        before the optimizer step, like Lightning's own test)."""
+        every = self.trainer.log_every_n_steps
+        return bool(self.trainer.fast_dev_run) or (every > 0 and (self.global_step + 1) % every == 0)
+
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        """Sum torchvision's four losses; log them (and the RoI accuracy) at the logging interval only.
+
+        A non-finite loss is not read back here: ``configure_gradient_clipping`` turns it into a skipped step
+        on the device.
+        """
         images, targets = batch
+        logging = self._logging = self._logging_step()
+        self.roi_samples.active = logging
         loss_dict = self(images, targets)
         loss = sum(loss_dict.values())
-        accuracy = self.roi_samples.accuracy()
-        batch_size = len(images)
-        if not torch.isfinite(loss):
-            self._skip_nonfinite(loss_dict, batch_size)
-            return None
-        self._nonfinite_in_a_row = 0
-        values: dict[str, Tensor | float] = {f"train/{name}": value.detach() for name, value in loss_dict.items()}
-        values["train/lr"] = self.trainer.optimizers[0].param_groups[0]["lr"]
-        values["train/nonfinite_skipped"] = float(self.nonfinite_skipped)
-        values.update({f"train/fast_rcnn/{name}": value for name, value in accuracy.items()})
-        self.log_dict(values, on_step=True, on_epoch=False, batch_size=batch_size)
-        self.log("train/loss", loss.detach(), on_step=True, on_epoch=False, batch_size=batch_size, prog_bar=True)
+        self._last_loss = loss.detach()
+        if logging:
+            batch_size = len(images)
+            values: dict[str, Tensor | float] = {f"train/{name}": value.detach() for name, value in loss_dict.items()}
+            values["train/loss"] = loss.detach()
+            values["train/lr"] = self.trainer.optimizers[0].param_groups[0]["lr"]
+            values.update({f"train/fast_rcnn/{name}": value for name, value in self.roi_samples.accuracy().items()})
+            self.log_dict(values, on_step=True, on_epoch=False, batch_size=batch_size)
         return loss
 
-    def _skip_nonfinite(self, loss_dict: dict[str, Tensor], batch_size: int) -> None:
-        """Count a non-finite loss; raise once ``max_nonfinite_in_a_row`` came in a row."""
-        self.nonfinite_skipped += 1
-        self._nonfinite_in_a_row += 1
-        self.log(
-            "train/nonfinite_skipped",
-            float(self.nonfinite_skipped),
-            on_step=True,
-            on_epoch=False,
-            batch_size=batch_size,
-        )
-        losses = {name: float(value.detach()) for name, value in loss_dict.items()}
-        if self._nonfinite_in_a_row >= self.hparams.max_nonfinite_in_a_row:
-            raise RuntimeError(
-                f"{self._nonfinite_in_a_row} non-finite losses in a row (max_nonfinite_in_a_row="
-                f"{self.hparams.max_nonfinite_in_a_row}), last at step {self.global_step}: {losses}. Training "
-                "diverged: lower lr, lengthen warmup_steps, or check the data for NaN pixels or degenerate boxes."
-            )
-        log.warning("Non-finite loss at step %d, step skipped: %s", self.global_step, losses)
+    def configure_gradient_clipping(
+        self,
+        optimizer: torch.optim.Optimizer,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        """Clip as configured, then mark the step non-finite on the device when the loss or the gradient norm is.
+
+        The fused SGD of ``configure_optimizers`` reads ``optimizer.found_inf`` and leaves parameters and momentum
+        unchanged where it is 1, with no host read; under ``16-mixed`` the GradScaler does the same from its own
+        check. The counts reach the host at the logging interval (``on_train_batch_end``).
+        """
+        self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        finite = torch.isfinite(torch.nn.utils.get_total_norm(grads)) if grads else torch.ones((), dtype=torch.bool)
+        if self._last_loss is not None:
+            finite = finite & torch.isfinite(self._last_loss)
+        found_inf = (~finite).to(self.device, torch.float32)
+        if optimizer.defaults.get("fused"):
+            optimizer.found_inf = found_inf
+        self._nonfinite.update(found_inf)
 
     def on_train_epoch_start(self) -> None:
         """Start the data-wait clock: the first batch's wait includes starting the dataloader."""
-        self._last_step_end = time.perf_counter()
+        self._timer.restart()
 
     def on_validation_end(self) -> None:
         """Restart the data-wait clock so that validation in the middle of an epoch is not counted."""
-        self._last_step_end = time.perf_counter()
+        self._timer.restart()
 
     def on_train_batch_start(self, batch: Batch, batch_idx: int) -> None:
-        """Log ``train/data_wait_s``: time since the previous step ended, spent waiting for this batch."""
-        self._step_start = time.perf_counter()
-        if self._last_step_end is not None:
-            self.log(
-                "train/data_wait_s",
-                self._step_start - self._last_step_end,
-                on_step=True,
-                on_epoch=False,
-                batch_size=len(batch[0]),
-            )
+        """Add the time since the previous step ended (waiting for this batch) to the interval's data wait."""
+        self._timer.batch_start()
 
     def on_train_batch_end(self, outputs: Any, batch: Batch, batch_idx: int) -> None:
-        """Log ``train/step_s``: forward, backward and optimizer step (GPU work included: synchronised)."""
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        self._last_step_end = time.perf_counter()
-        self.log(
-            "train/step_s",
-            self._last_step_end - self._step_start,
-            on_step=True,
-            on_epoch=False,
-            batch_size=len(batch[0]),
-        )
+        """At the logging interval: log the mean ``train/step_s`` (compute) and ``train/data_wait_s`` per step over
+        the interval, and ``train/nonfinite_skipped``; raise after ``max_nonfinite_in_a_row`` skipped steps.
+
+        Times are host wall time over the interval, without synchronising the GPU: Lightning's read-back of the
+        logged values at each interval makes the host wait for the GPU there, so their mean per step is exact in
+        a steady state (the GPU work of the last steps lands in the next interval).
+        """
+        self._timer.batch_end()
+        if not self._logging:
+            return
+        batch_size = len(batch[0])
+        step_s, wait_s = self._timer.interval()
+        if step_s is not None:
+            self.log("train/step_s", step_s, on_step=True, on_epoch=False, batch_size=batch_size)
+            self.log("train/data_wait_s", wait_s, on_step=True, on_epoch=False, batch_size=batch_size)
+        total, in_a_row = self._nonfinite.read()
+        if total > self.nonfinite_skipped:
+            log.warning(
+                "%d non-finite losses or gradients up to step %d (%d in a row): those steps were skipped",
+                total - self.nonfinite_skipped,
+                self.global_step,
+                in_a_row,
+            )
+        self.nonfinite_skipped, self._nonfinite_in_a_row = total, in_a_row
+        self.log("train/nonfinite_skipped", float(total), on_step=True, on_epoch=False, batch_size=batch_size)
+        if in_a_row >= self.hparams.max_nonfinite_in_a_row:
+            raise RuntimeError(
+                f"{in_a_row} non-finite losses in a row (max_nonfinite_in_a_row="
+                f"{self.hparams.max_nonfinite_in_a_row}), last at step {self.global_step - 1}. Training diverged: "
+                "lower lr, lengthen warmup_steps, or check the data for NaN pixels or degenerate boxes."
+            )
 
     def configure_optimizers(self) -> dict[str, Any]:
-        """SGD with momentum; warmup then multistep or cosine, stepped every optimizer step."""
+        """SGD with momentum (fused: it skips non-finite steps on the device; foreach under a GradScaler, whose
+        unscaling Lightning does before clipping); warmup then multistep or cosine, stepped every optimizer step."""
         hp = self.hparams
-        optimizer = torch.optim.SGD(
-            parameter_groups(self.model, hp.weight_decay, hp.norm_bias_weight_decay),
-            lr=hp.lr,
-            momentum=hp.momentum,
-            weight_decay=hp.weight_decay,
-        )
+        fused = getattr(self.trainer.precision_plugin, "scaler", None) is None
+        groups = parameter_groups(self.model, hp.weight_decay, hp.norm_bias_weight_decay)
+        optimizer = torch.optim.SGD(groups, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay, fused=fused)
+        if fused and hp.momentum:
+            # Fused SGD allocates momentum buffers uninitialised at its first step, even one it skips: zeros give the
+            # same first update (buffer = gradient) and make a skipped first step harmless.
+            for group in groups:
+                for parameter in group["params"]:
+                    optimizer.state[parameter]["momentum_buffer"] = torch.zeros_like(parameter)
         max_steps = hp.max_steps
         if max_steps is None:
             estimated = self.trainer.estimated_stepping_batches

@@ -12,6 +12,9 @@ forward pass through three forward hooks, without touching torchvision's code:
 The class each sampled proposal was trained towards is then recomputed with torchvision's own
 ``roi_heads.assign_targets_to_proposals``: the assignment of a proposal depends only on its IoU with the
 ground truth, so on the sampled subset it gives the labels the loss used.
+
+While ``active`` is False the hooks keep nothing: ``FasterRCNNModule`` turns it on only for the steps it logs
+(``log_every_n_steps``), so the other steps pay neither the assignment nor the read-back.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ class RoISampleRecorder:
 
     def __init__(self, roi_heads: RoIHeads) -> None:
         self.roi_heads = roi_heads
+        self.active = True
         self._targets: list[dict[str, Tensor]] | None = None
         self._proposals: list[Tensor] | None = None
         self._class_logits: Tensor | None = None
@@ -55,16 +59,16 @@ class RoISampleRecorder:
 
     def _on_roi_heads(self, module: nn.Module, args: tuple[Any, ...]) -> None:
         # RoIHeads.forward(features, proposals, image_shapes, targets)
-        if module.training and len(args) > 3 and args[3] is not None:
+        if self.active and module.training and len(args) > 3 and args[3] is not None:
             self._targets = [{"boxes": t["boxes"].detach(), "labels": t["labels"]} for t in args[3]]
 
     def _on_box_roi_pool(self, module: nn.Module, args: tuple[Any, ...]) -> None:
         # MultiScaleRoIAlign.forward(features, proposals, image_shapes)
-        if self.roi_heads.training:
+        if self.active and self.roi_heads.training:
             self._proposals = [p.detach() for p in args[1]]
 
     def _on_box_predictor(self, module: nn.Module, args: tuple[Any, ...], output: tuple[Tensor, Tensor]) -> None:
-        if self.roi_heads.training:
+        if self.active and self.roi_heads.training:
             self._class_logits = output[0].detach()
 
     def sampled_labels(self) -> tuple[Tensor, Tensor] | None:
