@@ -22,8 +22,10 @@ from pathlib import Path
 import torch
 from data_pipeline import REPO, SIZES, make_data
 
-from mammodet.data.cache import CacheSettings, CacheSource, build_cache
-from mammodet.data.detection_dataset import CropDataset, load_records, model_input, to_sample
+from mammodet.data.cache import build_cache
+from mammodet.data.coco import load_records
+from mammodet.data.detection_dataset import CropDataset, model_input, to_sample
+from mammodet.data.sources import CacheSettings, CacheSource
 from mammodet.data.transforms import build_augment
 
 FORCED = {  # one augmentation at a time, always applied
@@ -84,8 +86,10 @@ def main() -> None:
         dataset = CropDataset(records, source, crop_size=crop_size, samples_per_epoch=1)
         results[dtype] = stages(dataset, crop_size, args.repeats)
 
-    print(f"\n{crop_size}x{crop_size} training crops from the cache, 1 torch thread, median of {args.repeats} calls, "
-          f"load (1 min) {os.getloadavg()[0]:.2f}")
+    print(
+        f"\n{crop_size}x{crop_size} training crops from the cache, 1 torch thread, median of {args.repeats} calls, "
+        f"load (1 min) {os.getloadavg()[0]:.2f}"
+    )
     print("\n| stage | uint8 crop (ms) | uint16 crop (ms) |\n|---|---:|---:|")
     for stage in results["uint8"]:
         print(f"| {stage} | {results['uint8'][stage]:.2f} | {results['uint16'][stage]:.2f} |")

@@ -1,4 +1,5 @@
-"""``python -m mammodet.convert data.dicom_root=DIR data.csv_dir=DIR out_dir=DIR``: DICOM -> images + COCO."""
+"""``python -m mammodet.convert data.dicom_root=DIR data.csv_dir=DIR out_dir=DIR``: DICOM -> images + COCO, with the
+settings of ``data.convert`` (the ones training converts with)."""
 
 from __future__ import annotations
 
@@ -12,16 +13,9 @@ from mammodet.data.conversion import ConvertLockError, ConvertSettings, convert_
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="convert")
 def main(cfg: DictConfig) -> None:
     """Convert, then print the per-split counts and where the report is."""
-    settings = ConvertSettings(
-        image_format=cfg.image_format,
-        jpeg_quality=cfg.jpeg_quality,
-        crop_breast=cfg.crop_breast,
-        max_side=cfg.max_side,
-        gamma=cfg.gamma,
-        mass_rule=cfg.data.mass_rule,
-        birads0=cfg.birads0,
-        max_pixels=cfg.max_pixels,
-    )
+    options = OmegaConf.to_container(cfg.data.convert)
+    workers = options.pop("workers", 0)
+    settings = ConvertSettings(mass_rule=cfg.data.mass_rule, gamma=cfg.data.gamma, **options)
     try:
         summary = convert_dataset(
             cfg.data.dicom_root,
@@ -29,7 +23,7 @@ def main(cfg: DictConfig) -> None:
             cfg.out_dir,
             settings,
             split_options=OmegaConf.to_container(cfg.data.split),
-            workers=cfg.workers,
+            workers=workers,
         )
     except ConvertLockError as error:
         raise SystemExit(f"error: {error}") from None

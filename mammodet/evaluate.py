@@ -19,7 +19,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from mammodet.config import CONFIG_DIR
-from mammodet.data.records import ImageRecord
+from mammodet.data.coco import ImageRecord
 from mammodet.metrics.coco_io import (
     coco_results,
     predictions_from_results,
@@ -38,9 +38,8 @@ from mammodet.metrics.plots import (
 from mammodet.metrics.report import EvalSettings, evaluate_detections, markdown_table
 
 if TYPE_CHECKING:
-
     from mammodet.data.datamodule import DetectionDataModule
-    from mammodet.data.detection_dataset import ImageSource
+    from mammodet.data.sources import ImageSource
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +145,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         results = read_json(cfg.predictions, "predictions")
         source = None
         if cfg.get("image_dir"):
-            from mammodet.data.detection_dataset import FileSource  # torch: only to draw the galleries
+            from mammodet.data.sources import FileSource  # torch: only to draw the galleries
 
             source = FileSource(cfg.image_dir)
         origin = {"mode": "files", "predictions": str(cfg.predictions)}

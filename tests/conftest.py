@@ -39,7 +39,7 @@ def synthetic_tcia(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_checkpoint(synthetic_classic: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A detector trained for two steps on ``synthetic_classic`` (test_train's tiny run), for the serving tests."""
-    from test_train import tiny_overrides
+    from helpers import tiny_overrides
 
     from mammodet.config import compose
     from mammodet.train import train

@@ -15,8 +15,19 @@ REPO = Path(__file__).resolve().parent.parent
 @pytest.mark.slow
 def test_data_pipeline_quick_writes_every_source(tmp_path: Path) -> None:
     out = tmp_path / "dp.json"
-    command = [sys.executable, str(REPO / "bench" / "data_pipeline.py"), "--quick", "--seconds", "0.3",
-               "--workers", "1", "--data-dir", str(tmp_path / "data"), "--json", str(out)]
+    command = [
+        sys.executable,
+        str(REPO / "bench" / "data_pipeline.py"),
+        "--quick",
+        "--seconds",
+        "0.3",
+        "--workers",
+        "1",
+        "--data-dir",
+        str(tmp_path / "data"),
+        "--json",
+        str(out),
+    ]
     printed = subprocess.run(command, capture_output=True, text=True, check=True, timeout=600).stdout
     results = json.loads(out.read_text())
     assert set(results) == {"dicom", "jpeg", "cache"}

@@ -8,19 +8,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_train import tiny_overrides
+from helpers import tiny_overrides
 
 from mammodet.config import compose
-from mammodet.data.cache import CacheError, CacheSettings, CacheSource, array_path, build_cache
+from mammodet.data.cache import build_cache
+from mammodet.data.coco import load_records
 from mammodet.data.conversion import ConvertSettings, convert_dataset
 from mammodet.data.datamodule import DetectionDataModule
-from mammodet.data.detection_dataset import (
-    CropDataset,
+from mammodet.data.detection_dataset import CropDataset, WholeImageDataset, model_input
+from mammodet.data.sources import (
+    CacheError,
+    CacheSettings,
+    CacheSource,
     DicomSource,
     FileSource,
-    WholeImageDataset,
-    load_records,
-    model_input,
+    array_path,
     scaled_size,
     whole_size,
 )

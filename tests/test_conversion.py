@@ -292,12 +292,12 @@ def _not_zombie(pid: int) -> bool:
 
 
 def test_a_dicom_declaring_too_many_pixels_is_skipped_before_decoding(synthetic_classic: Path, tmp_path: Path) -> None:
-    from test_dicom import _huge_rle_header
+    from helpers import huge_rle_header
 
     copy = tmp_path / "synth"
     shutil.copytree(synthetic_classic, copy)
     single = next(m for m in load_cbis_ddsm(copy / "csv").mammograms if len(m.image_paths) == 1)
-    shutil.copy(_huge_rle_header(tmp_path), copy / "dicom" / single.image_paths[0])  # 60000 x 60000 in a few KB
+    shutil.copy(huge_rle_header(tmp_path), copy / "dicom" / single.image_paths[0])  # 60000 x 60000 in a few KB
     summary = convert_dataset(copy / "dicom", copy / "csv", tmp_path / "out")
     skipped = [s for s in summary.skipped if s["reason"].endswith("mammogram skipped")]
     assert [s["key"] for s in skipped] == [single.key]

@@ -8,17 +8,11 @@ import numpy as np
 import pytest
 import torch
 
+from mammodet.data.coco import load_records
 from mammodet.data.conversion import ConvertSettings, convert_dataset
 from mammodet.data.datamodule import DetectionDataModule
-from mammodet.data.detection_dataset import (
-    CropDataset,
-    DicomSource,
-    FileSource,
-    WholeImageDataset,
-    crop_boxes,
-    load_records,
-    model_input,
-)
+from mammodet.data.detection_dataset import CropDataset, WholeImageDataset, crop_boxes, model_input
+from mammodet.data.sources import DicomSource, FileSource
 
 
 def test_crop_boxes_keeps_visible_enough_and_no_other() -> None:

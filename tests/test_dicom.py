@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 import pydicom
 import pytest
+from helpers import huge_rle_header
 from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate
 from pydicom.pixels import get_decoder
@@ -449,15 +450,6 @@ def test_missing_plugin_is_named(tmp_path):
     np.testing.assert_array_equal(read_raw_pixels(path), _mammogram(bits=12))
 
 
-def _huge_rle_header(tmp_path: Path, rows: int = 60000, columns: int = 60000) -> Path:
-    """A few-KB RLE DICOM whose header declares ``rows x columns`` 16-bit pixels (a decompression bomb)."""
-    path = _write(tmp_path / "small.dcm", _mammogram(bits=16, shape=(32, 32)), transfer_syntax=RLELossless)
-    ds = pydicom.dcmread(path)
-    ds.Rows, ds.Columns = rows, columns
-    ds.save_as(tmp_path / "bomb.dcm", enforce_file_format=True)
-    return tmp_path / "bomb.dcm"
-
-
 @pytest.mark.parametrize("reader", [read_dicom, read_raw_pixels])
 def test_a_huge_header_fails_fast_before_decoding(tmp_path, reader):
     import time
@@ -465,7 +457,7 @@ def test_a_huge_header_fails_fast_before_decoding(tmp_path, reader):
 
     from mammodet.data.dicom import DEFAULT_MAX_PIXELS, PixelLimitError
 
-    bomb = _huge_rle_header(tmp_path)
+    bomb = huge_rle_header(tmp_path)
     assert bomb.stat().st_size < 10_000 and DEFAULT_MAX_PIXELS == 50_000_000
     tracemalloc.start()
     started = time.perf_counter()

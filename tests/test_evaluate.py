@@ -16,11 +16,10 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from test_metrics_bootstrap import random_data
-from test_train import tiny_overrides
+from helpers import random_data, tiny_overrides
 
 from mammodet.config import compose
-from mammodet.data.detection_dataset import load_records
+from mammodet.data.coco import load_records
 from mammodet.evaluate import OUTPUTS, checkpoint_datamodule, evaluate, main
 from mammodet.metrics import DetectionEvaluator, map_statistic
 from mammodet.metrics.ap_bootstrap import ap_statistic

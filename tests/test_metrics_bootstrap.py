@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
+from helpers import random_data
 
 from mammodet.metrics import (
     bootstrap_ci,
@@ -15,32 +15,6 @@ from mammodet.metrics import (
     map_statistic,
     mean_average_precision,
 )
-
-
-def random_data(seed: int = 0, num_images: int = 40) -> tuple[list[dict], list[dict]]:
-    """Images with 0-3 lesions, jittered detections (mostly right class), random false positives."""
-    rng = np.random.default_rng(seed)
-    preds, targets = [], []
-    for _ in range(num_images):
-        n_gt = int(rng.integers(0, 4))
-        xy = rng.uniform(0, 200, (n_gt, 2))
-        gt = np.concatenate([xy, xy + rng.uniform(10, 60, (n_gt, 2))], axis=1)
-        gt_labels = rng.integers(1, 4, n_gt)
-        n_rand = int(rng.integers(0, 4))
-        xy = rng.uniform(0, 200, (n_rand, 2))
-        random_boxes = np.concatenate([xy, xy + rng.uniform(10, 60, (n_rand, 2))], axis=1)
-        boxes = np.concatenate([gt + rng.normal(0, 2, gt.shape), random_boxes])
-        labels = np.concatenate([np.where(rng.uniform(size=n_gt) < 0.8, gt_labels, 1), rng.integers(1, 4, n_rand)])
-        preds.append(
-            {
-                "boxes": torch.tensor(boxes, dtype=torch.float32),
-                "scores": torch.tensor(rng.uniform(size=len(boxes)), dtype=torch.float32),
-                "labels": torch.tensor(labels, dtype=torch.int64),
-            }
-        )
-        targets.append({"boxes": torch.tensor(gt, dtype=torch.float32), "labels": torch.tensor(gt_labels)})
-    return preds, targets
-
 
 PREDS, TARGETS = random_data()
 GROUPS = [f"P_{i // 3:05d}" for i in range(len(PREDS))]  # three images per patient

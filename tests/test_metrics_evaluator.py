@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_metrics_bootstrap import random_data
+from helpers import random_data
 
 from mammodet.data.classes import CLASSES
 from mammodet.metrics import (

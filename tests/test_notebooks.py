@@ -6,8 +6,8 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from helpers import tiny_sweep
 from nbclient import NotebookClient
-from test_report import tiny_sweep
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 NAMES = ("quickstart.ipynb", "results_analysis.ipynb")

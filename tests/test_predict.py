@@ -9,11 +9,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import pydicom
 import pytest
 import torch
-from pydicom.encaps import encapsulate
-from pydicom.uid import MPEG2MPML
+from helpers import BAD_CASES, bad_file
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
 from mammodet import __version__
@@ -67,10 +65,10 @@ def test_model_resize_is_reported_only_when_the_model_resizes() -> None:
 
 
 def test_preprocessing_from_datamodule_settings() -> None:
-    hparams = {"max_side": 1333, "image_gamma": 0.5, "convert": {"crop_breast": False, "max_side": 900}}
+    hparams = {"max_side": 1333, "gamma": 0.5, "convert": {"crop_breast": False, "max_side": 900}}
     assert Preprocessing.from_datamodule(hparams) == Preprocessing(gamma=0.5, crop_breast=False, max_side=900)
-    older = {"max_side": None, "gamma": 0.8, "convert": {}}  # before the gamma was renamed image_gamma
-    assert Preprocessing.from_datamodule(older) == Preprocessing(gamma=0.8, crop_breast=True, max_side=None)
+    defaults = {"max_side": None, "gamma": 0.8, "convert": {}}  # conversion settings unset: ConvertSettings'
+    assert Preprocessing.from_datamodule(defaults) == Preprocessing(gamma=0.8, crop_breast=True, max_side=None)
 
 
 def test_model_input_is_the_validation_image(detector: Detector, tiny_checkpoint: Path) -> None:
@@ -123,49 +121,6 @@ def test_png_and_jpeg_inputs(detector: Detector, mammograms: dict[str, Path], tm
     for path in (png16, jpeg, mammograms["lesions"]):
         detections = detector.detect(path)
         assert (detections.width, detections.height) == (200, 320) and len(detections.scores) > 0
-
-
-def _cut(path: Path, out: Path) -> Path:
-    data = path.read_bytes()
-    out.write_bytes(data[: len(data) // 2])
-    return out
-
-
-def _mpeg2(path: Path, out: Path) -> Path:
-    ds = pydicom.dcmread(path)
-    ds.file_meta.TransferSyntaxUID = MPEG2MPML
-    ds.PixelData = encapsulate([ds.PixelData])
-    ds.save_as(out)
-    return out
-
-
-def bad_file(case: str, good_dicom: Path, folder: Path) -> Path:
-    """A file of each kind the detector must refuse, written into ``folder``."""
-    png = cv2.imencode(".png", np.full((64, 48), 128, np.uint8))[1].tobytes()
-    makers = {
-        "empty": lambda p: p.write_bytes(b""),
-        "not an image": lambda p: p.write_bytes(b"%PDF-1.7 not an image at all" * 10),
-        "truncated dicom": lambda p: _cut(good_dicom, p),
-        "unsupported transfer syntax": lambda p: _mpeg2(good_dicom, p),
-        "truncated png": lambda p: p.write_bytes(png[: len(png) // 2]),
-    }
-    path = folder / f"{case.replace(' ', '_')}.dcm"
-    makers[case](path)
-    return path
-
-
-BAD_CASES = {
-    "empty": ("empty", "empty file"),
-    "not an image": ("unsupported", "not a DICOM, PNG or JPEG file (judged by its content)"),
-    "truncated dicom": ("invalid", "truncated file (it ends inside a data element)"),
-    "unsupported transfer syntax": (
-        "invalid",
-        "unsupported transfer syntax MPEG2 Main Profile / Main Level (1.2.840.10008.1.2.4.100): no installed "
-        "pixel-data plugin decodes it (a plugin is missing; the permissive ones are python-gdcm, "
-        "pylibjpeg-openjpeg, pylibjpeg-rle)",
-    ),
-    "truncated png": ("invalid", "cannot decode the PNG data (truncated or corrupt)"),
-}
 
 
 @pytest.mark.parametrize("case", BAD_CASES)

@@ -93,7 +93,7 @@ def test_the_two_patients_rows_alone_convert_and_exit_0(tcia_root: Path, real_cs
         f"data.csv_dir={csv_dir}",
         f"data.dicom_root={tcia_root}",
         f"out_dir={tmp_path / 'out'}",
-        "workers=0",
+        "data.convert.workers=0",
     ]
     done = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]

@@ -19,15 +19,10 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from mammodet.config import compose
+from mammodet.data.coco import load_records
 from mammodet.data.conversion import ConvertSettings, convert_dataset
-from mammodet.data.detection_dataset import (
-    CropDataset,
-    FileSource,
-    WholeImageDataset,
-    collate,
-    load_records,
-    whole_size,
-)
+from mammodet.data.detection_dataset import CropDataset, WholeImageDataset, collate
+from mammodet.data.sources import FileSource, whole_size
 from mammodet.models import FasterRCNNModule, builders
 
 SMALL = {"arch": "fasterrcnn_resnet18_fpn"}

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import tiny_sweep
 from matplotlib.figure import Figure
 from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator
-from test_train import tiny_overrides
 
 from mammodet.analysis.evaluation import load_evaluation
 from mammodet.analysis.events import Series, smooth
@@ -24,9 +24,7 @@ from mammodet.analysis.findings import findings
 from mammodet.analysis.run import analyse, load_run
 from mammodet.analysis.summary import trend
 from mammodet.analysis.writer import write_report
-from mammodet.config import compose
 from mammodet.data.classes import LABEL_NAMES
-from mammodet.train import train
 
 REPO = Path(__file__).resolve().parent.parent
 RUN_FIGURES = {
@@ -38,35 +36,6 @@ RUN_FIGURES = {
     "class_distribution",
     "evaluation",
 }
-
-
-def tiny_sweep(synth: Path, root: Path) -> Path:
-    """Two tiny runs logged to TensorBoard, as a sweep directory ``root/sweep/{0,1}`` differing in ``model.lr``.
-
-    Made once per test session (test_notebooks reuses it): 2 epochs of 4 steps, validated every epoch.
-    """
-    sweep = root / "sweep"
-    for job, lr in enumerate(("0.01", "0.02")):
-        run = sweep / str(job)
-        if (run / "test_metrics.json").is_file():
-            continue
-        overrides = [o for o in tiny_overrides(synth, root) if not o.startswith(("paths.output_dir", "logger"))]
-        train(
-            compose(
-                "train",
-                [
-                    *overrides,
-                    f"paths.output_dir={run}",
-                    "logger=tensorboard",
-                    "data.crops_per_epoch=8",
-                    "trainer.max_epochs=2",
-                    "trainer.check_val_every_n_epoch=1",
-                    "trainer.log_every_n_steps=1",
-                    f"model.lr={lr}",
-                ],
-            )
-        )
-    return sweep
 
 
 @pytest.fixture(scope="module")

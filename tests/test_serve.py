@@ -15,7 +15,7 @@ import httpx
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from test_predict import BAD_CASES, bad_file
+from helpers import BAD_CASES, bad_file
 
 from mammodet.serving.app import create_app
 from mammodet.serving.inference import Detector
@@ -321,8 +321,8 @@ def test_a_body_shorter_than_its_content_length_times_out(detector: Detector) ->
 
 
 def test_a_dicom_declaring_too_many_pixels_is_refused(client: TestClient, tmp_path: Path) -> None:
-    from test_dicom import _huge_rle_header
+    from helpers import huge_rle_header
 
-    answer = upload(client, _huge_rle_header(tmp_path).read_bytes())
+    answer = upload(client, huge_rle_header(tmp_path).read_bytes())
     assert (answer.status_code, answer.json()["error"]["code"]) == (413, "too_large")
     assert answer.json()["error"]["message"] == "60000 x 60000 = 3600000000 pixels, more than the limit of 50000000"

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import tiny_overrides
 from hydra.errors import InstantiationException
 from omegaconf import open_dict
 
@@ -21,35 +22,6 @@ from mammodet.train import train
 
 REPO = Path(__file__).resolve().parent.parent
 EXPERIMENTS = sorted(p.stem for p in (Path(CONFIG_DIR) / "experiment").glob("*.yaml"))
-
-
-def tiny_overrides(synth: Path, work: Path, source: str = "jpeg") -> list[str]:
-    """A run small enough for a test: the small model on 64-px crops of the synthetic fixture."""
-    return [
-        "experiment=demo",
-        f"paths.output_dir={work / 'run'}",
-        f"data.csv_dir={synth / 'csv'}",
-        f"data.dicom_root={synth / 'dicom'}",
-        f"data.image_dir={work / 'converted'}",
-        "synthesize=null",
-        f"data.source={source}",
-        "data.crop_size=96",
-        "data.crops_per_epoch=4",
-        "data.batch_size=2",
-        "data.eval_batch_size=2",
-        "data.max_side=160",
-        "data.num_workers=0",
-        "data.pin_memory=false",
-        "model.min_size=96",
-        "model.max_size=160",
-        "model.warmup_steps=2",
-        "trainer.accelerator=cpu",
-        "trainer.max_epochs=1",
-        "trainer.check_val_every_n_epoch=1",
-        "trainer.limit_val_batches=2",
-        "trainer.limit_test_batches=2",
-        "logger=none",
-    ]
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from mammodet.data.classes import CLASSES, LABEL_NAMES
-from mammodet.data.records import load_records
+from mammodet.data.coco import load_records
 from mammodet.data.splits import SPLITS
 
 

@@ -5,9 +5,9 @@ waiting. ``build_cache`` reads the COCO records the conversion wrote, decodes ea
 input -- the converted images (``input=jpeg``, as ``FileSource``) or the DICOM files (``input=dicom``, with the
 record's crop box and size, as ``DicomSource``) -- resizes it to every size the datasets ask for (training
 crops at ``crop_scale``, or at ``max_side`` when it is None: train split; whole images at ``max_side``: every
-split) and stores each as one
-``.npy`` file of uint8 or uint16. ``CacheSource`` memory-maps them, so a training crop reads and converts only
-its own pixels, and a whole image is a read of an already shrunk array.
+split) and stores each as one ``.npy`` file of uint8 or uint16. ``mammodet.data.sources.CacheSource``
+memory-maps them, so a training crop reads and converts only its own pixels, and a whole image is a read of an
+already shrunk array.
 
 Layout of ``cache_dir``:
 
@@ -28,8 +28,6 @@ the converted size); boxes are the records', so samples get exactly the boxes of
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -40,43 +38,20 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from mammodet.data.coco import write_json_atomic
+from mammodet.data.coco import ImageRecord, load_records, write_json_atomic
 from mammodet.data.conversion import exit_with_parent
-from mammodet.data.detection_dataset import (
-    DicomSource,
-    FileSource,
-    ImageRecord,
-    ImageSource,
-    load_records,
+from mammodet.data.preprocess import white_level
+from mammodet.data.sources import (
+    CacheError,
+    CacheSettings,
+    Size,
+    array_path,
+    input_source,
+    open_array,
     train_size,
     whole_size,
 )
-from mammodet.data.preprocess import white_level
 from mammodet.data.splits import SPLITS
-
-INPUTS = ("jpeg", "dicom")
-DTYPES = ("uint8", "uint16")
-
-Size = tuple[int, int]
-
-
-class CacheError(ValueError):
-    """A cache file that is missing or unreadable; the message is ``"<path>: <reason>; <what to do>"``."""
-
-
-@dataclass(frozen=True)
-class CacheSettings:
-    """What a cache holds; arrays made with other settings are not used (their file names differ)."""
-
-    input: str = "jpeg"  # "jpeg": the converted images under image_dir | "dicom": decoded from dicom_root
-    dtype: str = "uint8"  # "uint8" | "uint16"
-    gamma: float = 0.8  # DICOM display gamma (input=dicom)
-
-    def __post_init__(self) -> None:
-        if self.input not in INPUTS:
-            raise ValueError(f"unknown cache input {self.input!r}; choose one of {INPUTS}")
-        if self.dtype not in DTYPES:
-            raise ValueError(f"unknown cache dtype {self.dtype!r}; choose one of {DTYPES}")
 
 
 @dataclass
@@ -86,39 +61,6 @@ class CacheSummary:
     built: int = 0
     resumed: int = 0
     bytes: int = 0
-
-
-def input_source(settings: CacheSettings, image_dir: str | os.PathLike, dicom_root: str | None) -> ImageSource:
-    """Where the build decodes pixels from (and ``CacheSource.load`` falls back to)."""
-    if settings.input == "dicom":
-        if not dicom_root:
-            raise ValueError("a cache with input=dicom needs data.dicom_root")
-        return DicomSource(dicom_root, settings.gamma)
-    return FileSource(image_dir)
-
-
-def array_path(cache_dir: Path, record: ImageRecord, size: Size, settings: CacheSettings) -> Path:
-    """The file of a record's array at ``size`` (width, height) under these settings."""
-    geometry = [record.file_name, record.image_file_path, list(record.crop_box), record.width, record.height]
-    text = json.dumps([asdict(settings), geometry, list(size)])
-    fingerprint = hashlib.sha1(text.encode()).hexdigest()[:12]
-    return cache_dir / "images" / f"{record.key}.{size[0]}x{size[1]}.{fingerprint}.npy"
-
-
-def open_array(path: Path, size: Size, dtype: str) -> np.ndarray:
-    """The array at ``path``, memory-mapped, checked to be ``dtype`` at ``size``; ``CacheError`` otherwise."""
-    hint = "delete it and run training with data.source=cache again (prepare_data rebuilds what is missing)"
-    try:
-        array = np.load(path, mmap_mode="r", allow_pickle=False)
-    except FileNotFoundError:
-        raise CacheError(f"{path}: cache file missing; {hint}") from None
-    except (ValueError, OSError, EOFError) as error:
-        raise CacheError(f"{path}: unreadable cache file ({error}); {hint}") from None
-    if array.shape != (size[1], size[0]) or array.dtype != np.dtype(dtype):
-        raise CacheError(
-            f"{path}: cache file holds {array.dtype}{list(array.shape)}, expected {dtype}[{size[1]}, {size[0]}]; {hint}"
-        )
-    return array
 
 
 def quantize(image: np.ndarray, dtype: str) -> np.ndarray:
@@ -186,14 +128,16 @@ def cache_sizes(
 def build_cache(
     image_dir: str | os.PathLike,
     cache_dir: str | os.PathLike,
-    settings: CacheSettings = CacheSettings(),
+    settings: CacheSettings | None = None,
     crop_scale: float | None = 1.0,
     max_side: int | None = 1333,
     dicom_root: str | os.PathLike | None = None,
     workers: int = 0,
 ) -> CacheSummary:
     """Build (or resume) the cache of the images in ``image_dir/annotations/<split>.json``; see the module
-    docstring. ``workers`` processes decode in parallel (0: in this process)."""
+    docstring. ``workers`` processes decode in parallel (0: in this process); ``settings`` default to
+    ``CacheSettings()``."""
+    settings = settings or CacheSettings()
     out = Path(cache_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
     records = {split: load_records(Path(image_dir) / "annotations" / f"{split}.json") for split in SPLITS}
@@ -239,35 +183,3 @@ def build_cache(
         )
     write_json_atomic({"settings": asdict(settings), "images": images}, out / "index.json")
     return summary
-
-
-class CacheSource:
-    """Images from a cache made by ``build_cache``: memory-mapped arrays already at the size a dataset asks
-    for (a ``ResizedSource``). ``load`` (the ``ImageSource`` protocol: float32 at the record's size) reads the
-    cache when it holds that size and otherwise decodes the input (galleries, prediction at other sizes); the
-    input is opened only then, so a cache trains without it."""
-
-    def __init__(
-        self,
-        cache_dir: str | os.PathLike,
-        settings: CacheSettings,
-        image_dir: str | os.PathLike,
-        dicom_root: str | os.PathLike | None = None,
-    ) -> None:
-        self.cache_dir, self.settings, self.unit = Path(cache_dir), settings, white_level(settings.dtype)
-        self.image_dir, self.dicom_root = image_dir, str(dicom_root) if dicom_root else None
-        self._input: ImageSource | None = None
-
-    def load_resized(self, record: ImageRecord, size: Size) -> np.ndarray:
-        """The record's stored array at ``size`` (width, height), memory-mapped (uint8 or uint16)."""
-        path = array_path(self.cache_dir, record, size, self.settings)
-        return open_array(path, size, self.settings.dtype)
-
-    def load(self, record: ImageRecord) -> np.ndarray:
-        """The record's image as float32 in [0, 1] at its own size."""
-        size = (record.width, record.height)
-        if array_path(self.cache_dir, record, size, self.settings).is_file():
-            return self.load_resized(record, size).astype(np.float32) / self.unit
-        if self._input is None:
-            self._input = input_source(self.settings, self.image_dir, self.dicom_root)
-        return self._input.load(record)

@@ -1,8 +1,8 @@
-"""Torch datasets for detection: image sources (converted images or DICOM), whole images and lesion crops.
+"""Torch datasets for detection: whole images and lesion crops, as samples the detector takes.
 
-Records come from the COCO files that ``mammodet.convert`` writes. Every source gives the same image
-geometry (the record's crop box and size), so boxes are shared; a ``ResizedSource`` (the converted files, the
-cache of ``mammodet.data.cache``) gives images at the sizes the datasets ask for as they are stored. Training
+Records come from the COCO files that ``mammodet.convert`` writes (``mammodet.data.coco``), pixels from an image
+source (``mammodet.data.sources``: converted files, DICOM or the cache), which gives images at the sizes the
+datasets ask for. Training
 uses crops at a chosen scale (calcifications are a few pixels wide and vanish when a whole mammogram is
 shrunk); validation and test use whole images so metrics are per mammogram.
 
@@ -14,116 +14,21 @@ of a float32 one, and pinning and the host-to-device copy in a twelfth of a thre
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
-from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
-import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 from torchvision.transforms.v2.functional import to_dtype
 
-from mammodet.data.dicom import read_dicom
-from mammodet.data.layout import DicomLocator
-from mammodet.data.preprocess import resize_scale, visible_boxes, white_level
-from mammodet.data.records import ImageRecord as ImageRecord  # re-exported: records moved to mammodet.data.records
-from mammodet.data.records import load_records as load_records
+from mammodet.data.coco import ImageRecord
+from mammodet.data.preprocess import visible_boxes, white_level
+from mammodet.data.sources import ImageSource, load_resized, train_size, whole_size
 from mammodet.data.transforms import torch_rng
 
 Target = dict[str, Any]
 Transform = Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
-
-
-class ImageSource(Protocol):
-    """Loads a record's image as float32 in [0, 1], shape (height, width) of the record."""
-
-    def load(self, record: ImageRecord) -> np.ndarray: ...
-
-
-class FileSource:
-    """Converted JPEG (8-bit) or PNG (16-bit) images under ``image_dir`` (a ``ResizedSource``)."""
-
-    def __init__(self, image_dir: str | os.PathLike) -> None:
-        self.image_dir = Path(image_dir)
-
-    def read(self, record: ImageRecord) -> np.ndarray:
-        """The file's pixels as stored: uint8 (JPEG) or uint16 (PNG), (height, width)."""
-        path = self.image_dir / record.file_name
-        image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-        if image is None:
-            raise FileNotFoundError(f"{path}: image missing or unreadable; re-run python -m mammodet.convert")
-        return image[..., 0] if image.ndim == 3 else image
-
-    def load(self, record: ImageRecord) -> np.ndarray:
-        image = self.read(record)
-        return image.astype(np.float32) / white_level(image.dtype)
-
-    def load_resized(self, record: ImageRecord, size: tuple[int, int]) -> np.ndarray:
-        """At the file's own size its stored pixels; at another, the float image shrunk with ``INTER_AREA``."""
-        image = self.read(record)
-        if image.shape == (size[1], size[0]):
-            return image
-        return cv2.resize(image.astype(np.float32) / white_level(image.dtype), size, interpolation=cv2.INTER_AREA)
-
-
-class DicomSource:
-    """The original DICOM files, decoded on the fly with the record's crop box and size."""
-
-    def __init__(self, dicom_root: str | os.PathLike, gamma: float = 0.8) -> None:
-        self.locator = DicomLocator(dicom_root)
-        self.gamma = gamma
-
-    def load(self, record: ImageRecord) -> np.ndarray:
-        pixels = read_dicom(self.locator.full_image(record.image_file_path), out_dtype="float32", gamma=self.gamma)
-        x0, y0, x1, y1 = record.crop_box
-        pixels = pixels[y0:y1, x0:x1]
-        if pixels.shape != (record.height, record.width):
-            pixels = cv2.resize(pixels, (record.width, record.height), interpolation=cv2.INTER_AREA)
-        return np.ascontiguousarray(pixels)
-
-
-@runtime_checkable
-class ResizedSource(Protocol):
-    """A source that gives images at a requested size as stored (``FileSource``, ``mammodet.data.cache.CacheSource``).
-
-    ``load_resized`` gives the record's image at ``size`` (width, height): uint8 or uint16 (white is the dtype's
-    maximum, possibly memory-mapped, so a training crop reads only its pixels) or float32 in [0, 1].
-    """
-
-    def load_resized(self, record: ImageRecord, size: tuple[int, int]) -> np.ndarray: ...
-
-
-def scaled_size(width: int, height: int, scale: float) -> tuple[int, int]:
-    """(width, height) of an image resized by ``scale``: the image training crops are cut from."""
-    return max(1, round(width * scale)), max(1, round(height * scale))
-
-
-def whole_size(width: int, height: int, max_side: int | None) -> tuple[int, int]:
-    """(width, height) of a whole image shrunk so its longer side is at most ``max_side`` (as ``crop_and_resize``)."""
-    scale = resize_scale(height, width, max_side)
-    return (width, height) if scale == 1.0 else scaled_size(width, height, scale)
-
-
-def train_size(width: int, height: int, crop_scale: float | None, max_side: int | None) -> tuple[int, int]:
-    """(width, height) of the image training crops are cut from: at the evaluation scale (``crop_scale`` None:
-    the whole image shrunk to ``max_side``, as ``whole_size``, so a lesion has the same size in pixels in a
-    training crop and in the evaluated image), or resized by ``crop_scale``."""
-    if crop_scale is None:
-        return whole_size(width, height, max_side)
-    return scaled_size(width, height, crop_scale)
-
-
-def load_resized(source: ImageSource, record: ImageRecord, size: tuple[int, int]) -> np.ndarray:
-    """The record's image at ``size`` (width, height): as a ``ResizedSource`` stores it, else loaded as float32
-    and shrunk with ``INTER_AREA``."""
-    if isinstance(source, ResizedSource):
-        return source.load_resized(record, size)
-    image = source.load(record)
-    if image.shape != (size[1], size[0]):
-        image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-    return image
 
 
 def to_sample(image: np.ndarray, boxes: np.ndarray, labels: np.ndarray, image_id: int) -> tuple[torch.Tensor, Target]:

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from mammodet.data.records import ImageRecord, load_records
+from mammodet.data.coco import ImageRecord, load_records
 
 
 def read_json(path: str | os.PathLike, what: str) -> Any:

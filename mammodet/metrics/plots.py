@@ -17,13 +17,13 @@ import cv2
 import numpy as np
 from matplotlib.figure import Figure
 
-from mammodet.data.records import ImageRecord
+from mammodet.data.coco import ImageRecord
 from mammodet.metrics.f1 import MatchRecords
 from mammodet.metrics.froc import FROC_FP_RATES, LesionRecords
 from mammodet.metrics.matching import Detections, boxes_of, scores_of
 
 if TYPE_CHECKING:
-    from mammodet.data.detection_dataset import ImageSource  # torch: only the galleries' callers load images
+    from mammodet.data.sources import ImageSource  # torch: only the galleries' callers load images
 
 TILE = 192
 """Gallery tile side in pixels."""

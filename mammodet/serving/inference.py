@@ -157,10 +157,8 @@ class Preprocessing:
         """From ``checkpoint["datamodule_hyper_parameters"]`` (conversion defaults where unset)."""
         convert = hparams.get("convert") or {}
         sides = [side for side in (convert.get("max_side"), hparams["max_side"]) if side]
-        # The DICOM gamma is "image_gamma"; checkpoints written before it was renamed call it "gamma".
-        gamma = hparams["image_gamma"] if "image_gamma" in hparams else hparams["gamma"]
         return cls(
-            gamma=float(gamma),
+            gamma=float(hparams["gamma"]),
             crop_breast=bool(convert.get("crop_breast", ConvertSettings.crop_breast)),
             max_side=min(sides) if sides else None,
         )
