@@ -114,7 +114,7 @@ def stages(gt: Path, dt: Path, out_dir: Path, n_boot: int) -> dict[str, float]:
     """CPU seconds of ``evaluate``'s stages, in this process (imports already done)."""
     from mammodet.metrics.coco_io import predictions_from_results, read_ground_truth, read_json
     from mammodet.metrics.plots import plot_confusion_matrix, plot_froc, plot_pr_curves
-    from mammodet.metrics.report import EvalSettings, metrics_json
+    from mammodet.metrics.results import EvalSettings, metrics_json
 
     def timed(function: Callable[[], Any]) -> tuple[Any, float]:
         start = time.process_time()

@@ -3,7 +3,7 @@
 ``ckpt_path=FILE [split=test]`` runs a checkpoint on a split's whole images (the checkpoint's datamodule
 settings, overridable by ``data.*``); ``annotations=COCO.json predictions=RESULTS.json [image_dir=DIR]``
 scores any detector's COCO results. Both then take the same path: predictions in COCO results format, in
-the annotation file's pixels, scored by :func:`mammodet.metrics.report.evaluate_detections` (the
+the annotation file's pixels, scored by :func:`mammodet.metrics.results.evaluate_detections` (the
 ``DetectionEvaluator`` that validation logs, plus intervals). Outputs are listed in :data:`OUTPUTS`; see
 ``docs/evaluation.md``. File mode imports neither torch nor Lightning (checkpoint mode does, when it runs).
 """
@@ -35,7 +35,7 @@ from mammodet.metrics.plots import (
     plot_pr_curves,
     worst_false_positives,
 )
-from mammodet.metrics.report import EvalSettings, evaluate_detections, markdown_table
+from mammodet.metrics.results import EvalSettings, evaluate_detections, markdown_table
 
 if TYPE_CHECKING:
     from mammodet.data.datamodule import DetectionDataModule

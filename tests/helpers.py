@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -12,6 +14,9 @@ from pydicom.encaps import encapsulate
 from pydicom.uid import MPEG2MPML, RLELossless
 
 from mammodet.config import compose
+from mammodet.metrics.bootstrap import Statistic
+from mammodet.metrics.map import mean_average_precision
+from mammodet.metrics.matching import Detections
 from mammodet.synthetic.dicom_write import write_dicom
 from mammodet.train import train
 
@@ -149,3 +154,26 @@ def huge_rle_header(folder: Path, rows: int = 60000, columns: int = 60000) -> Pa
     ds.Rows, ds.Columns = rows, columns
     ds.save_as(folder / "bomb.dcm", enforce_file_format=True)
     return folder / "bomb.dcm"
+
+
+def map_statistic(
+    preds: Sequence[Detections], targets: Sequence[Detections], key: str = "map_50", **kwargs: Any
+) -> Statistic:
+    """A :func:`~mammodet.metrics.map.mean_average_precision` key on replicates built by repeating images: the
+    reference the fast AP bootstrap (``mammodet.metrics.ap_bootstrap``) is tested against.
+
+    Re-runs COCOeval per replicate (slow: keep ``n_boot`` small); the low-IoU run is skipped unless
+    ``key`` needs it. ``kwargs`` go to :func:`~mammodet.metrics.map.mean_average_precision`.
+    """
+    if key.startswith(("map", "mar", "ap/", "ap_50/", "ap_75/")):
+        kwargs.setdefault("low_iou_thresholds", ())
+
+    def statistic(weights: np.ndarray) -> np.ndarray:
+        values = []
+        for row in weights:
+            images = np.repeat(np.arange(row.size), row.astype(np.int64))
+            result = mean_average_precision([preds[i] for i in images], [targets[i] for i in images], **kwargs)
+            values.append(result[key])
+        return np.array(values)
+
+    return statistic

@@ -13,13 +13,11 @@ import pytest
 import torch
 
 from mammodet.data.dicom import read_dicom_header
-from mammodet.density.data import (
-    DensityDataModule,
+from mammodet.density.data import DensityDataModule, letterbox, load_image
+from mammodet.density.labels import (
     DensityRecord,
     class_weights,
     density_label,
-    letterbox,
-    load_image,
     parse_density,
     read_cbis_density,
     read_generic_csv,

@@ -16,15 +16,15 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from helpers import random_data, tiny_overrides
+from helpers import map_statistic, random_data, tiny_overrides
 
 from mammodet.config import compose
 from mammodet.data.coco import load_records
 from mammodet.evaluate import OUTPUTS, checkpoint_datamodule, evaluate, main
-from mammodet.metrics import DetectionEvaluator, map_statistic
+from mammodet.metrics import DetectionEvaluator
 from mammodet.metrics.ap_bootstrap import ap_statistic
 from mammodet.metrics.plots import missed_lesions, worst_false_positives
-from mammodet.metrics.report import EvalSettings, evaluate_detections
+from mammodet.metrics.results import EvalSettings, evaluate_detections
 from mammodet.models import FasterRCNNModule
 from mammodet.train import train
 

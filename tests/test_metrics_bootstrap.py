@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import random_data
+from helpers import map_statistic, random_data
 
 from mammodet.metrics import (
     bootstrap_ci,
@@ -12,7 +12,6 @@ from mammodet.metrics import (
     f1_statistic,
     froc,
     froc_statistic,
-    map_statistic,
     mean_average_precision,
 )
 

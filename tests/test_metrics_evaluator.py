@@ -25,7 +25,7 @@ from mammodet.metrics import (
     mean_average_precision,
 )
 from mammodet.metrics.froc import froc_sensitivity
-from mammodet.metrics.report import EvalSettings, evaluate_detections, json_ready
+from mammodet.metrics.results import EvalSettings, evaluate_detections, json_ready
 
 REPO = Path(__file__).resolve().parent.parent
 

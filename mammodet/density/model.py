@@ -22,7 +22,7 @@ from lightning import LightningModule
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from mammodet.density.data import class_names, class_weights
+from mammodet.density.labels import class_names, class_weights
 from mammodet.metrics.classification import (
     PER_CLASS_METRICS,
     SCALAR_METRICS,

@@ -8,7 +8,6 @@ from mammodet.metrics.bootstrap import (
     f1_statistic,
     froc_records_statistic,
     froc_statistic,
-    map_statistic,
 )
 from mammodet.metrics.evaluator import DetectionEvaluator, EvaluatorResult
 from mammodet.metrics.f1 import MatchRecords, detection_f1, f1_result, f1_summary, match_predictions
@@ -49,7 +48,6 @@ __all__ = [
     "greedy_match",
     "hit_matrix",
     "lesion_records",
-    "map_statistic",
     "match_predictions",
     "mean_average_precision",
     "run_cocoeval",

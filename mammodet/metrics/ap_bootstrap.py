@@ -1,15 +1,14 @@
 """COCO average precision for patient-bootstrap replicates without re-running COCOeval per replicate.
 
-:func:`~mammodet.metrics.bootstrap.map_statistic` re-runs COCOeval on every replicate (about 0.5 s for 500
-images, so 1000 replicates take minutes). Here pycocotools' ``COCOeval.evaluate`` matches once (the
-evaluator's own run, whose matches at IoU 0.5 are reused); a replicate that draws image *i* ``w_i`` times is
+Re-running COCOeval on every replicate takes about 0.5 s for 500 images, so 1000 replicates take minutes.
+Here pycocotools' ``COCOeval.evaluate`` matches once (the evaluator's own run, whose matches at IoU 0.5 are reused); a replicate that draws image *i* ``w_i`` times is
 ``COCOeval.accumulate`` over the stored match flags with every detection and ground truth of image *i* counted
 ``w_i`` times. That is exact: the copies
 of a detection are adjacent in COCO's score order, and along a run of copies precision only rises (true
 positives) or recall stays put (false positives), so the interpolated precision at each recall threshold
 depends only on the run ends, which are the weighted cumulative counts. The one exception is detections
 of one image and class with exactly equal scores, whose copies COCO interleaves; the tests compare with
-``map_statistic`` on tie-free data.
+COCOeval re-run per replicate (``tests/helpers.py``, ``map_statistic``) on tie-free data.
 """
 
 from __future__ import annotations

@@ -3,8 +3,7 @@
 Images of one patient are correlated, so replicates resample *groups* (patients) with replacement. A
 replicate is expressed as image weights: how many times each image was drawn (its group's count). F1 and
 FROC statistics match once and only re-weight per-image counts per replicate (``*_records_statistic`` take the
-evaluator's matches, so nothing is matched twice); ``map_statistic`` re-runs COCOeval (the reference that
-:mod:`~mammodet.metrics.ap_bootstrap` is tested against).
+evaluator's matches, so nothing is matched twice); AP replicates are :mod:`~mammodet.metrics.ap_bootstrap`'s.
 Intervals are percentile intervals over the replicates; replicates where the statistic is undefined
 (NaN, e.g. no lesion drawn) are left out.
 """
@@ -12,7 +11,6 @@ Intervals are percentile intervals over the replicates; replicates where the sta
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Sequence
-from typing import Any
 
 import numpy as np
 
@@ -26,7 +24,6 @@ from mammodet.metrics.froc import (
     lesion_records,
     weighted_sensitivity,
 )
-from mammodet.metrics.map import mean_average_precision
 from mammodet.metrics.matching import Criterion, Detections
 
 Statistic = Callable[[np.ndarray], np.ndarray]
@@ -117,25 +114,3 @@ def froc_statistic(
     """:func:`froc_records_statistic` of lists of per-image dicts."""
     records = lesion_records(preds, targets, iou_threshold, criterion)
     return froc_records_statistic(records, fp_rate, label, interpolation)
-
-
-def map_statistic(
-    preds: Sequence[Detections], targets: Sequence[Detections], key: str = "map_50", **kwargs: Any
-) -> Statistic:
-    """A :func:`~mammodet.metrics.map.mean_average_precision` key on replicates built by repeating images.
-
-    Re-runs COCOeval per replicate (slow: keep ``n_boot`` small); the low-IoU run is skipped unless
-    ``key`` needs it. ``kwargs`` go to :func:`~mammodet.metrics.map.mean_average_precision`.
-    """
-    if key.startswith(("map", "mar", "ap/", "ap_50/", "ap_75/")):
-        kwargs.setdefault("low_iou_thresholds", ())
-
-    def statistic(weights: np.ndarray) -> np.ndarray:
-        values = []
-        for row in weights:
-            images = np.repeat(np.arange(row.size), row.astype(np.int64))
-            result = mean_average_precision([preds[i] for i in images], [targets[i] for i in images], **kwargs)
-            values.append(result[key])
-        return np.array(values)
-
-    return statistic

@@ -5,7 +5,7 @@ returns one flat dict of named values (``compute``): the COCO mAP family of :fun
 coco_values` (one pycocotools run), precision/recall/F1 at a score threshold and the lesion-level FROC.
 ``FasterRCNNModule`` logs that dict as ``val/<key>`` and ``test/<key>`` (so ``test_metrics.json`` holds it),
 and ``python -m mammodet.evaluate`` writes it into ``metrics.json`` with intervals from the same matches
-(:func:`~mammodet.metrics.report.evaluate_detections`). NumPy and pycocotools only: scoring files imports
+(:func:`~mammodet.metrics.results.evaluate_detections`). NumPy and pycocotools only: scoring files imports
 neither torch nor torchmetrics.
 """
 
