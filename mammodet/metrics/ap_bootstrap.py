@@ -1,7 +1,8 @@
 """COCO average precision for patient-bootstrap replicates without re-running COCOeval per replicate.
 
 Re-running COCOeval on every replicate takes about 0.5 s for 500 images, so 1000 replicates take minutes.
-Here pycocotools' ``COCOeval.evaluate`` matches once (the evaluator's own run, whose matches at IoU 0.5 are reused); a replicate that draws image *i* ``w_i`` times is
+Here pycocotools' ``COCOeval.evaluate`` matches once (the evaluator's own run, whose matches at IoU 0.5 are
+reused); a replicate that draws image *i* ``w_i`` times is
 ``COCOeval.accumulate`` over the stored match flags with every detection and ground truth of image *i* counted
 ``w_i`` times. That is exact: the copies
 of a detection are adjacent in COCO's score order, and along a run of copies precision only rises (true
