@@ -11,7 +11,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mammodet.analysis import plots
+import mammodet.analysis.plots as plots
 from mammodet.analysis.events import TENSORBOARD_SMOOTHING
 from mammodet.analysis.findings import executive_summary, findings, stale_data_note
 from mammodet.analysis.markdown import (

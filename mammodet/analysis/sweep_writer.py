@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from mammodet.analysis import plots
+import mammodet.analysis.plots as plots
 from mammodet.analysis.events import TENSORBOARD_SMOOTHING
 from mammodet.analysis.findings import BOTTLENECK_SHARE
 from mammodet.analysis.markdown import Section, bullets, document, number_text, table
