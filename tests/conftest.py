@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 
 REAL_CSV_DIR = Path(__file__).resolve().parent / "data" / "cbis-ddsm-csv"
 """The real CBIS-DDSM case-description CSVs (TCIA, CC BY 3.0), vendored with the tests."""
@@ -77,3 +79,23 @@ def mammograms(synthetic_classic: Path, tmp_path_factory: pytest.TempPathFactory
     clear = render_mammogram(np.random.default_rng(3), 320, 200, "LEFT", "CC", [])
     write_dicom(out / "clear.dcm", clear.pixels, extra={"PatientName": "SECRET^NAME"})
     return {"lesions": out / "lesions.dcm", "clear": out / "clear.dcm"}
+
+
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """Torch on one thread (the test machine is shared) with a fixed seed, restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def converted_png16(synthetic_classic: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``synthetic_classic`` converted to 16-bit PNG + COCO (breast crop, full size)."""
+    from mammodet.data.conversion import ConvertSettings, convert_dataset
+
+    out = tmp_path_factory.mktemp("converted_png16")
+    convert_dataset(synthetic_classic / "dicom", synthetic_classic / "csv", out, ConvertSettings(image_format="png16"))
+    return out

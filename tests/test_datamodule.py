@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from mammodet.data.coco import load_records
-from mammodet.data.conversion import ConvertSettings, convert_dataset
 from mammodet.data.datamodule import DetectionDataModule
 from mammodet.data.detection_dataset import CropDataset, WholeImageDataset, crop_boxes, model_input
 from mammodet.data.sources import DicomSource, FileSource
@@ -36,16 +35,9 @@ def test_crop_boxes_keeps_visible_enough_and_no_other() -> None:
     assert empty.shape == (0, 4) and empty_labels.shape == (0,)
 
 
-@pytest.fixture(scope="module")
-def converted(synthetic_classic: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("converted")
-    convert_dataset(synthetic_classic / "dicom", synthetic_classic / "csv", out, ConvertSettings(image_format="png16"))
-    return out
-
-
-def test_positive_crops_contain_their_lesion_and_match_pixels(converted: Path) -> None:
-    records = load_records(converted / "annotations" / "train.json")
-    source = FileSource(converted)
+def test_positive_crops_contain_their_lesion_and_match_pixels(converted_png16: Path) -> None:
+    records = load_records(converted_png16 / "annotations" / "train.json")
+    source = FileSource(converted_png16)
     dataset = CropDataset(
         records, source, crop_size=96, samples_per_epoch=40, positive_fraction=1.0, min_visibility=0.5
     )
@@ -60,21 +52,23 @@ def test_positive_crops_contain_their_lesion_and_match_pixels(converted: Path) -
         assert set(target["labels"].tolist()) <= {1, 2, 3}
 
 
-def test_negative_crops_and_empty_images_have_empty_box_tensors(converted: Path) -> None:
-    records = [r for r in load_records(converted / "annotations" / "train.json")]
+def test_negative_crops_and_empty_images_have_empty_box_tensors(converted_png16: Path) -> None:
+    records = [r for r in load_records(converted_png16 / "annotations" / "train.json")]
     empty = [
         r.__class__(**{**r.__dict__, "boxes": np.zeros((0, 4), np.float32), "labels": np.zeros(0, np.int64)})
         for r in records[:2]
     ]
-    dataset = WholeImageDataset(empty, FileSource(converted), max_side=128)
+    dataset = WholeImageDataset(empty, FileSource(converted_png16), max_side=128)
     image, target = dataset[0]
     assert target["boxes"].shape == (0, 4) and target["labels"].shape == (0,)
     assert max(image.shape[1:]) == 128
 
 
-def test_dicom_source_gives_the_same_sample_as_the_converted_png(converted: Path, synthetic_classic: Path) -> None:
-    records = load_records(converted / "annotations" / "val.json")
-    png = WholeImageDataset(records, FileSource(converted), max_side=None)
+def test_dicom_source_gives_the_same_sample_as_the_converted_png(
+    converted_png16: Path, synthetic_classic: Path
+) -> None:
+    records = load_records(converted_png16 / "annotations" / "val.json")
+    png = WholeImageDataset(records, FileSource(converted_png16), max_side=None)
     dicom = WholeImageDataset(records, DicomSource(synthetic_classic / "dicom"), max_side=None)
     for index in range(len(records)):
         (a, ta), (b, tb) = png[index], dicom[index]

@@ -39,14 +39,7 @@ TRAIN_KEYS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Any:
-    """Keep torch on one thread (the test machine is shared) and the random weights reproducible."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _sample(i: int) -> tuple[Tensor, dict[str, Any]]:

@@ -32,13 +32,7 @@ REPO = Path(__file__).resolve().parent.parent
 FAST = ["n_boot=50", "num_workers=0", "batch_size=2"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Any:
-    """The test machine is shared: keep torch on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

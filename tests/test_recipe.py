@@ -20,7 +20,6 @@ from torch.utils.data import DataLoader
 
 from mammodet.config import compose
 from mammodet.data.coco import load_records
-from mammodet.data.conversion import ConvertSettings, convert_dataset
 from mammodet.data.detection_dataset import CropDataset, WholeImageDataset, collate
 from mammodet.data.sources import FileSource, whole_size
 from mammodet.models import FasterRCNNModule, builders
@@ -28,31 +27,17 @@ from mammodet.models import FasterRCNNModule, builders
 SMALL = {"arch": "fasterrcnn_resnet18_fpn"}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Any:
-    """One torch thread (the test machine is shared) and reproducible random weights."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ------------------------------------------------------------------------------------------------ pixel scale
 
 
-@pytest.fixture(scope="module")
-def converted(synthetic_classic: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("converted_scale")
-    convert_dataset(synthetic_classic / "dicom", synthetic_classic / "csv", out, ConvertSettings(image_format="png16"))
-    return out
-
-
-def test_a_lesion_has_the_same_pixel_size_in_a_training_crop_and_in_the_evaluated_image(converted: Path) -> None:
+def test_a_lesion_has_the_same_pixel_size_in_a_training_crop_and_in_the_evaluated_image(converted_png16: Path) -> None:
     max_side = 160
-    records = load_records(converted / "annotations" / "train.json")
+    records = load_records(converted_png16 / "annotations" / "train.json")
     record = next(r for r in records if len(r.boxes) == 1 and max(r.width, r.height) > max_side)
-    source = FileSource(converted)
+    source = FileSource(converted_png16)
     evaluated_image, evaluated = WholeImageDataset([record], source, max_side)[0]
     (ex0, ey0, ex1, ey1) = evaluated["boxes"][0].tolist()
     assert evaluated_image.shape[1:] == whole_size(record.width, record.height, max_side)[::-1]
@@ -219,7 +204,7 @@ def test_channels_last_size_buckets_and_compile_options() -> None:
     assert set(compiled.state_dict()) == set(FasterRCNNModule(**SMALL).state_dict())  # same checkpoint keys
 
 
-def test_loader_workers_run_opencv_single_threaded(converted: Path) -> None:
+def test_loader_workers_run_opencv_single_threaded(converted_png16: Path) -> None:
     import cv2
 
     from mammodet.data.datamodule import DetectionDataModule
@@ -234,7 +219,7 @@ def test_loader_workers_run_opencv_single_threaded(converted: Path) -> None:
     threads = cv2.getNumThreads()
     try:
         cv2.setNumThreads(2)
-        dm = DetectionDataModule(image_dir=str(converted), num_workers=2, persistent_workers=False)
+        dm = DetectionDataModule(image_dir=str(converted_png16), num_workers=2, persistent_workers=False)
         loader = dm._loader(Threads(), batch_size=1, shuffle=False)
         loader.collate_fn = list
         assert [batch for batch in loader] == [[1], [1]]
