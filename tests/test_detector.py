@@ -17,7 +17,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from mammodet.models import FasterRCNNModule, builders
+from mammodet.models import FasterRCNNModule, weights
 from mammodet.models.builders import build_detector
 from mammodet.models.detector import draw_detections
 from mammodet.models.optim import lr_factor
@@ -205,7 +205,7 @@ def test_coco_weights_offline_raise_a_clear_error(monkeypatch: pytest.MonkeyPatc
     def offline(*args: Any, **kwargs: Any) -> None:
         raise urllib.error.URLError("no network")
 
-    monkeypatch.setattr(builders, "load_state_dict_from_url", offline)
+    monkeypatch.setattr(weights, "load_state_dict_from_url", offline)
     with pytest.raises(RuntimeError, match=r"weights=/path/to/fasterrcnn_mobilenet_v3_large_320_fpn-907ea3f9\.pth"):
         FasterRCNNModule(arch="fasterrcnn_mobilenet_v3_large_320_fpn", weights="coco")
     with pytest.raises(RuntimeError, match=r"backbone_weights=/path/to/resnet18-"):

@@ -22,7 +22,7 @@ from mammodet.config import compose
 from mammodet.data.coco import load_records
 from mammodet.data.detection_dataset import CropDataset, WholeImageDataset, collate
 from mammodet.data.sources import FileSource, whole_size
-from mammodet.models import FasterRCNNModule, builders
+from mammodet.models import FasterRCNNModule, weights
 
 SMALL = {"arch": "fasterrcnn_resnet18_fpn"}
 
@@ -101,7 +101,7 @@ def test_recipe_coco_weights_offline_say_how_to_pass_a_file_or_none(
     def offline(*args: Any, **kwargs: Any) -> None:
         raise urllib.error.URLError("no network")
 
-    monkeypatch.setattr(builders, "load_state_dict_from_url", offline)
+    monkeypatch.setattr(weights, "load_state_dict_from_url", offline)
     cfg = compose("train", ["experiment=frcnn_a100", f"paths.output_dir={tmp_path}"])
     with pytest.raises(hydra.errors.InstantiationException) as error:  # Hydra wraps the module's RuntimeError
         hydra.utils.instantiate(cfg.model)
