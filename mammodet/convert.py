@@ -15,7 +15,7 @@ def main(cfg: DictConfig) -> None:
     """Convert, then print the per-split counts and where the report is."""
     options = OmegaConf.to_container(cfg.data.convert)
     workers = options.pop("workers", 0)
-    settings = ConvertSettings(mass_rule=cfg.data.mass_rule, gamma=cfg.data.gamma, **options)
+    settings = ConvertSettings(mass_rule=cfg.data.mass_rule, gamma=cfg.data.image_gamma, **options)
     try:
         summary = convert_dataset(
             cfg.data.dicom_root,

@@ -65,9 +65,9 @@ def test_model_resize_is_reported_only_when_the_model_resizes() -> None:
 
 
 def test_preprocessing_from_datamodule_settings() -> None:
-    hparams = {"max_side": 1333, "gamma": 0.5, "convert": {"crop_breast": False, "max_side": 900}}
+    hparams = {"max_side": 1333, "image_gamma": 0.5, "convert": {"crop_breast": False, "max_side": 900}}
     assert Preprocessing.from_datamodule(hparams) == Preprocessing(gamma=0.5, crop_breast=False, max_side=900)
-    defaults = {"max_side": None, "gamma": 0.8, "convert": {}}  # conversion settings unset: ConvertSettings'
+    defaults = {"max_side": None, "image_gamma": 0.8, "convert": {}}  # conversion settings unset: ConvertSettings'
     assert Preprocessing.from_datamodule(defaults) == Preprocessing(gamma=0.8, crop_breast=True, max_side=None)
 
 

@@ -62,7 +62,7 @@ class DetectionDataModule(L.LightningDataModule):
         pin_memory: bool = True,
         persistent_workers: bool = True,
         prefetch_factor: int | None = None,
-        gamma: float = 0.8,
+        image_gamma: float = 0.8,
         cache: Mapping[str, Any] | None = None,
         opencv_threads: int = 1,
     ) -> None:
@@ -83,7 +83,7 @@ class DetectionDataModule(L.LightningDataModule):
         cache_options = dict(cache or {})
         self.cache_dir = Path(cache_options.pop("dir", None) or Path(image_dir) / "cache")
         self.cache_workers = cache_options.pop("workers", 0)
-        self.cache_settings = CacheSettings(gamma=gamma, **cache_options)
+        self.cache_settings = CacheSettings(gamma=image_gamma, **cache_options)
         if source == "cache" and self.cache_settings.input == "dicom" and not dicom_root:
             raise ValueError("data.source=cache with data.cache.input=dicom needs data.dicom_root")
         self.image_dir = Path(image_dir)
@@ -101,7 +101,7 @@ class DetectionDataModule(L.LightningDataModule):
         self.num_workers, self.pin_memory, self.persistent_workers = num_workers, pin_memory, persistent_workers
         self.prefetch_factor = prefetch_factor
         self.opencv_threads = opencv_threads
-        self.gamma = gamma
+        self.image_gamma = image_gamma
         self.records: dict[str, list[ImageRecord]] = {}
 
     def check_inputs(self) -> None:
@@ -134,7 +134,7 @@ class DetectionDataModule(L.LightningDataModule):
             workers = options.pop("workers", 0)
             write_images = not self._reads_dicom()
             settings = ConvertSettings(
-                mass_rule=self.mass_rule, gamma=self.gamma, write_images=write_images, **options
+                mass_rule=self.mass_rule, gamma=self.image_gamma, write_images=write_images, **options
             )
             summary = convert_dataset(
                 self.dicom_root, self.csv_dir, self.image_dir, settings, self.split_options, workers
@@ -156,7 +156,7 @@ class DetectionDataModule(L.LightningDataModule):
 
     def _source(self) -> ImageSource:
         if self.source_name == "dicom":
-            return DicomSource(self.dicom_root, self.gamma)
+            return DicomSource(self.dicom_root, self.image_gamma)
         if self.source_name == "cache":
             return CacheSource(self.cache_dir, self.cache_settings, self.image_dir, self.dicom_root)
         return FileSource(self.image_dir)

@@ -77,7 +77,7 @@ class DensityDataset(Dataset):
         records: Sequence[DensityRecord],
         classes: int,
         size: int,
-        gamma: float = 0.8,
+        image_gamma: float = 0.8,
         crop_breast: bool = True,
         transform: AlbumentationsAugment | None = None,
     ) -> None:
@@ -116,7 +116,7 @@ class DensityDataModule(L.LightningDataModule):
         classes: 4 (A/B/C/D) or 2 (AB/CD).
         image_size: side of the square letterboxed input.
         crop_breast: crop to the breast's bounding box (background only) before the letterbox.
-        gamma: DICOM display gamma (``read_dicom``).
+        image_gamma: DICOM display gamma (``read_dicom``).
         split: ``make_splits`` options: ``mode`` (``official`` for CBIS-DDSM, ``random_701515``), ``seed``,
             ``val_fraction``.
         augment: ``data.augment`` as ``mammodet.data.transforms.build_augment`` reads it; training only.
@@ -132,7 +132,7 @@ class DensityDataModule(L.LightningDataModule):
         classes: int = 4,
         image_size: int = 512,
         crop_breast: bool = True,
-        gamma: float = 0.8,
+        image_gamma: float = 0.8,
         split: Mapping[str, Any] | None = None,
         augment: Mapping[str, Any] | None = None,
         sampler_alpha: float = 0.0,
@@ -199,7 +199,7 @@ class DensityDataModule(L.LightningDataModule):
         """The images of a split; ``train`` adds the augmentation."""
         hp = self.hparams
         transform = build_augment(hp.augment, min_visibility=0.5) if train else None  # no boxes here
-        return DensityDataset(self.splits[split], self.classes, hp.image_size, hp.gamma, hp.crop_breast, transform)
+        return DensityDataset(self.splits[split], self.classes, hp.image_size, hp.image_gamma, hp.crop_breast, transform)
 
     def _loader(self, dataset: DensityDataset, batch_size: int, **kwargs: Any) -> DataLoader:
         hp = self.hparams

@@ -158,7 +158,7 @@ class Preprocessing:
         convert = hparams.get("convert") or {}
         sides = [side for side in (convert.get("max_side"), hparams["max_side"]) if side]
         return cls(
-            gamma=float(hparams["gamma"]),
+            gamma=float(hparams["image_gamma"]),
             crop_breast=bool(convert.get("crop_breast", ConvertSettings.crop_breast)),
             max_side=min(sides) if sides else None,
         )
