@@ -77,7 +77,7 @@ class DensityDataset(Dataset):
         records: Sequence[DensityRecord],
         classes: int,
         size: int,
-        image_gamma: float = 0.8,
+        gamma: float = 0.8,
         crop_breast: bool = True,
         transform: AlbumentationsAugment | None = None,
     ) -> None:
@@ -199,7 +199,9 @@ class DensityDataModule(L.LightningDataModule):
         """The images of a split; ``train`` adds the augmentation."""
         hp = self.hparams
         transform = build_augment(hp.augment, min_visibility=0.5) if train else None  # no boxes here
-        return DensityDataset(self.splits[split], self.classes, hp.image_size, hp.image_gamma, hp.crop_breast, transform)
+        return DensityDataset(
+            self.splits[split], self.classes, hp.image_size, hp.image_gamma, hp.crop_breast, transform
+        )
 
     def _loader(self, dataset: DensityDataset, batch_size: int, **kwargs: Any) -> DataLoader:
         hp = self.hparams
