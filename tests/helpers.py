@@ -43,6 +43,7 @@ def tiny_overrides(synth: Path, work: Path, source: str = "jpeg") -> list[str]:
         "model.warmup_steps=2",
         "trainer.accelerator=cpu",
         "trainer.max_epochs=1",
+        "trainer.log_every_n_steps=1",  # the losses reach the logs (and the metrics) on every step
         "trainer.check_val_every_n_epoch=1",
         "trainer.limit_val_batches=2",
         "trainer.limit_test_batches=2",
