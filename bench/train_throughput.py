@@ -210,7 +210,6 @@ def config(data_dir: Path, args: argparse.Namespace, max_side: int, spec: str) -
         f"trainer.val_check_interval={args.val_every}",
         f"trainer.limit_val_batches={args.val_batches}",
         f"trainer.log_every_n_steps={args.log_every}",
-        "trainer.num_sanity_val_steps=0",
     ]
     return compose("train", overrides)
 

@@ -26,3 +26,41 @@ def test_data_pipeline_quick_writes_every_source(tmp_path: Path) -> None:
         assert (row["workers"], row["crop_size"], row["max_side"]) == (1, 256, 512)
         assert f"| {source} | {row['images_per_s']:.1f}" in printed  # the printed table holds the same figures
     assert results["cache"]["cache_build_or_resume_s"] >= 0
+
+
+@pytest.mark.slow
+def test_train_throughput_runs_the_recipe_and_writes_its_figures(tmp_path: Path) -> None:
+    out = tmp_path / "tt.json"
+    command = [
+        sys.executable,
+        str(REPO / "bench" / "train_throughput.py"),
+        "--quick",
+        "--cpu",
+        "--runs",
+        "32-true",
+        "--max-sides",
+        "256",
+        "--height",
+        "512",
+        "--crop-size",
+        "128",
+        "--workers",
+        "1",
+        "--steps",
+        "2",
+        "--data-dir",
+        str(tmp_path / "data"),
+        "--json",
+        str(out),
+    ]
+    printed = subprocess.run(command, capture_output=True, text=True, check=True, timeout=900).stdout
+    payload = json.loads(out.read_text())
+    assert payload["device"].endswith("cores") and payload["settings"]["source"] == "cache"
+    (row,) = payload["runs"]
+    settings = (row["run"], row["max_side"], row["crop_size"], row["batch_size"], row["steps"])
+    assert settings == ("32-true", 256, 128, 2, 2)
+    assert row["train_images_per_s"] > 0 and 0 <= row["data_wait_share"] < 1 and row["host_ms_per_step"] > 0
+    assert row["val_images_per_s"] > 0 and 0 < row["val_share"] < 1 and 0 < row["val_share_at_recipe"] < 1
+    assert row["peak_gpu_memory_gib"] is None and row["peak_rss_gib"] > 0
+    assert f"| 256 | 32-true | {row['train_images_per_s']:.2f} |" in printed  # the printed table holds the same figures
+    assert (tmp_path / "data" / "runs" / "32-true_256" / "checkpoints" / "last.ckpt").is_file()  # as users run it
