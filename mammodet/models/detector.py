@@ -349,16 +349,28 @@ class FasterRCNNModule(LightningModule):
         """Clip as configured, then mark the step non-finite on the device when the loss or the gradient norm is.
 
         The fused SGD of ``configure_optimizers`` reads ``optimizer.found_inf`` and leaves parameters and momentum
-        unchanged where it is 1, with no host read; under ``16-mixed`` the GradScaler does the same from its own
-        check. The counts reach the host at the logging interval (``on_train_batch_end``).
+        unchanged where it is 1, with no host read. It is used without a GradScaler only (32-true, bf16-mixed), so
+        its gradients are clipped here with torch's functions: Lightning's mixed-precision plugin refuses to clip
+        for any fused optimizer, scaler or not. Under ``16-mixed`` (plain SGD) Lightning clips the unscaled
+        gradients and the GradScaler skips non-finite steps itself. The counts reach the host at the logging
+        interval (``on_train_batch_end``).
         """
-        self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
-        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-        finite = torch.isfinite(torch.nn.utils.get_total_norm(grads)) if grads else torch.ones((), dtype=torch.bool)
+        fused = bool(optimizer.defaults.get("fused"))
+        params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        norm = None
+        if not fused:
+            self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+        elif gradient_clip_val and gradient_clip_algorithm == "value":
+            torch.nn.utils.clip_grad_value_(params, gradient_clip_val)
+        elif gradient_clip_val:
+            norm = torch.nn.utils.clip_grad_norm_(params, gradient_clip_val)
+        if norm is None:
+            norm = torch.nn.utils.get_total_norm([p.grad for p in params]) if params else torch.zeros(())
+        finite = torch.isfinite(norm)
         if self._last_loss is not None:
             finite = finite & torch.isfinite(self._last_loss)
         found_inf = (~finite).to(self.device, torch.float32)
-        if optimizer.defaults.get("fused"):
+        if fused:
             optimizer.found_inf = found_inf
         self._nonfinite.update(found_inf)
 
