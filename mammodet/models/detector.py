@@ -19,139 +19,26 @@ from __future__ import annotations
 import functools
 import logging
 import math
-import time
 from typing import Any
 
 import torch
 from lightning import LightningModule
-from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor
 from torch.optim.lr_scheduler import LambdaLR
-from torchvision.utils import draw_bounding_boxes
 
 from mammodet.data.classes import LABEL_NAMES, NUM_CLASSES
 from mammodet.data.detection_dataset import model_input
 from mammodet.metrics import DetectionEvaluator
 from mammodet.models.builders import build_detector
+from mammodet.models.drawing import log_detections
+from mammodet.models.hparams import require_plain
 from mammodet.models.optim import SCHEDULERS, lr_factor, parameter_groups
 from mammodet.models.roi_stats import RoISampleRecorder
+from mammodet.models.step_state import IntervalTimer, StepCounters
 
 log = logging.getLogger(__name__)
 
 Batch = tuple[list[Tensor], list[dict[str, Any]]]
-
-DRAW_SCORE_THRESH = 0.3
-"""Predictions drawn on the logged validation images have at least this score."""
-
-_PLAIN_TYPES = (str, int, float, bool, type(None))
-
-
-def _require_plain(value: Any, name: str) -> None:
-    """Raise unless ``value`` is built from str/int/float/bool/None, lists, tuples and str-keyed dicts.
-
-    Checkpoints then load with ``torch.load(path, weights_only=True)``.
-    """
-    if isinstance(value, (list, tuple)):
-        for i, item in enumerate(value):
-            _require_plain(item, f"{name}[{i}]")
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise TypeError(f"{name}: dict keys must be str, got {type(key).__name__}")
-            _require_plain(item, f"{name}.{key}")
-    elif not isinstance(value, _PLAIN_TYPES):
-        raise TypeError(
-            f"{name} is a {type(value).__name__}; pass plain Python values (for a Hydra config: "
-            "_convert_: all in the model config, or OmegaConf.to_container(cfg, resolve=True)) so checkpoints "
-            "load with weights_only=True"
-        )
-
-
-def draw_detections(
-    image: Tensor,
-    prediction: dict[str, Tensor],
-    target: dict[str, Any],
-    score_thresh: float = DRAW_SCORE_THRESH,
-) -> Tensor:
-    """``image`` (as stored or float, see ``model_input``) as uint8 ``[3, H, W]`` with ground-truth boxes in green,
-    predictions (``score >= score_thresh``) in red, each labelled with its class (and score)."""
-    canvas = (model_input(image.detach()).clamp(0, 1) * 255).round().to(torch.uint8).cpu()
-    gt_boxes = target["boxes"].detach().float().cpu()
-    if len(gt_boxes):
-        names = [LABEL_NAMES.get(label, str(label)) for label in target["labels"].tolist()]
-        canvas = draw_bounding_boxes(canvas, gt_boxes, labels=names, colors="lime", width=2)
-    keep = prediction["scores"] >= score_thresh
-    boxes = prediction["boxes"][keep].detach().float().cpu()
-    if len(boxes):
-        names = [
-            f"{LABEL_NAMES.get(label, str(label))} {score:.2f}"
-            for label, score in zip(
-                prediction["labels"][keep].tolist(), prediction["scores"][keep].tolist(), strict=True
-            )
-        ]
-        canvas = draw_bounding_boxes(canvas, boxes, labels=names, colors="red", width=2)
-    return canvas
-
-
-class StepCounters:
-    """Non-finite steps counted on the device (total and current streak), read back only when asked."""
-
-    def __init__(self) -> None:
-        self.total: Tensor | None = None
-        self.in_a_row: Tensor | None = None
-
-    def update(self, found_inf: Tensor) -> None:
-        """Count one optimizer step; ``found_inf`` is a 0-dim float tensor, 1 where the step was skipped."""
-        if self.total is None or self.in_a_row is None or self.total.device != found_inf.device:
-            self.total = torch.zeros((), device=found_inf.device)
-            self.in_a_row = torch.zeros((), device=found_inf.device)
-        self.total += found_inf
-        self.in_a_row.add_(1).mul_(found_inf)
-
-    def read(self) -> tuple[int, int]:
-        """(total, in a row) as ints: one host read."""
-        if self.total is None or self.in_a_row is None:
-            return 0, 0
-        total, in_a_row = torch.stack([self.total, self.in_a_row]).tolist()
-        return int(total), int(in_a_row)
-
-
-class IntervalTimer:
-    """Host wall time between training steps, summed over a logging interval: data wait and step time."""
-
-    def __init__(self) -> None:
-        self._last_end: float | None = None
-        self._wait = 0.0
-        self._elapsed = 0.0
-        self._steps = 0
-
-    def restart(self) -> None:
-        """Start waiting for the next batch now (epoch start, end of validation)."""
-        self._last_end = time.perf_counter()
-
-    def batch_start(self) -> None:
-        """A batch arrived: the time since the previous step ended was spent waiting for it."""
-        now = time.perf_counter()
-        if self._last_end is not None:
-            self._wait += now - self._last_end
-            self._elapsed += now - self._last_end
-        self._last_end = now
-
-    def batch_end(self) -> None:
-        """A step ended: the time since its batch arrived was spent computing it."""
-        now = time.perf_counter()
-        if self._last_end is not None:
-            self._elapsed += now - self._last_end
-            self._steps += 1
-        self._last_end = now
-
-    def interval(self) -> tuple[float | None, float]:
-        """Mean (step seconds, data-wait seconds) per step since the last call, then start a new interval."""
-        steps, wait, elapsed = self._steps, self._wait, self._elapsed
-        self._steps, self._wait, self._elapsed = 0, 0.0, 0.0
-        if steps == 0:
-            return None, 0.0
-        return (elapsed - wait) / steps, wait / steps
 
 
 class FasterRCNNModule(LightningModule):
@@ -251,7 +138,7 @@ class FasterRCNNModule(LightningModule):
         if scheduler not in SCHEDULERS:
             raise ValueError(f"unknown scheduler {scheduler!r}; choose one of {SCHEDULERS}")
         self.save_hyperparameters()
-        _require_plain(dict(self.hparams), "hyperparameters")
+        require_plain(dict(self.hparams), "hyperparameters")
         self.model = build_detector(
             arch=arch,
             num_classes=num_classes,
@@ -481,7 +368,7 @@ class FasterRCNNModule(LightningModule):
         predictions = self(images)
         self._update_evaluator(self.val_evaluator, predictions, targets)
         if batch_idx == 0 and not self.trainer.sanity_checking:
-            self._log_images(images, predictions, targets)
+            log_detections(self.loggers, images, predictions, targets, self.hparams.n_log_images, self.global_step)
 
     def on_validation_epoch_end(self) -> None:
         """Log the evaluator's dict: ``val/map``, ``val/map_50``, ``val/map_75``, ``val/mar_100``, ``val/ap_10``,
@@ -497,19 +384,6 @@ class FasterRCNNModule(LightningModule):
     def on_test_epoch_end(self) -> None:
         """Log the ``test/...`` values (the keys of ``test_metrics.json``)."""
         self._log_evaluator(self.test_evaluator, "test")
-
-    def _log_images(
-        self, images: list[Tensor], predictions: list[dict[str, Tensor]], targets: list[dict[str, Any]]
-    ) -> None:
-        """Draw the first ``n_log_images`` images with boxes to every TensorBoard logger."""
-        tensorboards = [logger for logger in self.loggers if isinstance(logger, TensorBoardLogger)]
-        n = self.hparams.n_log_images
-        if not tensorboards or n <= 0:
-            return
-        for i, (image, prediction, target) in enumerate(zip(images[:n], predictions[:n], targets[:n], strict=True)):
-            drawn = draw_detections(image, prediction, target)
-            for tensorboard in tensorboards:
-                tensorboard.experiment.add_image(f"val/images/{i}", drawn, global_step=self.global_step)
 
     def predict_step(
         self, batch: Batch | list[Tensor], batch_idx: int, dataloader_idx: int = 0

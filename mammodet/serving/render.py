@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from mammodet.data.preprocess import crop_and_resize
-from mammodet.models.detector import draw_detections
+from mammodet.models.drawing import draw_detections
 from mammodet.serving.inference import Detections
 
 NO_TARGET = {"boxes": torch.zeros((0, 4)), "labels": torch.zeros(0, dtype=torch.int64)}
