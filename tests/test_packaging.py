@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from mammodet.config import compose
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -44,7 +46,8 @@ def test_wheel_runs_from_another_folder(tmp_path: Path, real_csv_dir: Path) -> N
     )
     shown = subprocess.run([sys.executable, "-c", probe], cwd=elsewhere, env=env, capture_output=True, text=True)
     assert shown.returncode == 0, shown.stderr
-    assert shown.stdout.split() == [str(target / "mammodet" / "conf"), "192"]
+    crop_size = compose("train", ["experiment=demo"]).data.crop_size  # the checkout's value, composed here
+    assert shown.stdout.split() == [str(target / "mammodet" / "conf"), str(crop_size)]
     stats = subprocess.run(
         [sys.executable, "-m", "mammodet.stats", f"data.csv_dir={real_csv_dir}"],
         cwd=elsewhere,
