@@ -1,6 +1,6 @@
 """Milliseconds per augmented crop: the hand-written path mammodet used until issue 13
 (``bench/handwritten_augment.py``) against the same operations in albumentations as training now runs them
-(``conf/data/augment/albumentations.yaml`` through ``mammodet.data.transforms.build_augment``).
+(``conf/data/augment/albumentations.yaml`` through ``mammodet.training.transforms.build_augment``).
 
     python bench/augment_cost.py [--size 800] [--repeats 300] [--json bench/results/augment_cost.json]
 
@@ -31,8 +31,8 @@ from handwritten_augment import HandWrittenAugment
 from omegaconf import OmegaConf
 
 from mammodet.config import CONFIG_DIR
-from mammodet.data.transforms import build_augment
 from mammodet.synthetic.images import breast_region, render_mammogram, sample_lesions
+from mammodet.training.transforms import build_augment
 
 OFF = {"hflip": 0.0, "vflip": 0.0, "affine": 0.0, "brightness_contrast": 0.0, "gamma": 0.0}
 FORCED = {  # row name: (hand-written option forced on, index of the same transform in albumentations.yaml)

@@ -1,5 +1,5 @@
 """Milliseconds one training crop costs in one process, stage by stage: reading it from the cache, each
-augmentation (forced on), the default pipeline (``mammodet.data.transforms.build_augment``) as drawn, and
+augmentation (forced on), the default pipeline (``mammodet.training.transforms.build_augment``) as drawn, and
 the conversion to the model's float image.
 
     python bench/crop_cost.py [--quick] [--repeats 200] [--json FILE]
@@ -26,7 +26,7 @@ from mammodet.data.cache import build_cache
 from mammodet.data.coco import load_records
 from mammodet.data.detection_dataset import CropDataset, model_input, to_sample
 from mammodet.data.sources import CacheSettings, CacheSource
-from mammodet.data.transforms import build_augment
+from mammodet.training.transforms import build_augment
 
 FORCED = {  # one augmentation at a time, always applied
     "hflip": {"hflip": 1.0},

@@ -30,10 +30,10 @@ import torch
 from torch.utils.data import ConcatDataset, DataLoader
 
 from mammodet.config import compose
-from mammodet.data.datamodule import DetectionDataModule
 from mammodet.data.detection_dataset import collate
 from mammodet.data.splits import SPLITS
 from mammodet.synthetic.cbis import SynthSpec, generate
+from mammodet.training.datamodule import DetectionDataModule
 
 REPO = Path(__file__).resolve().parent.parent
 SOURCES = ("dicom", "jpeg", "cache")

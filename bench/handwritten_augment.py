@@ -1,4 +1,4 @@
-"""The hand-written augmentation path that mammodet used until issue 13 (``mammodet/data/transforms.py`` at
+"""The hand-written augmentation path that mammodet used until issue 13 (``mammodet/training/transforms.py`` at
 commit 53c1b3b), kept here only as ``bench/augment_cost.py``'s reference: flips with ``cv2.flip``, the affine as
 one ``cv2.warpAffine``, brightness/contrast and gamma as one lookup table on integer images."""
 
@@ -9,8 +9,8 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
+from mammodet.data.detection_dataset import torch_rng
 from mammodet.data.preprocess import visible_boxes, white_level
-from mammodet.data.transforms import torch_rng
 
 
 def intensity(image: np.ndarray, alpha: float, beta: float, gamma: float) -> np.ndarray:

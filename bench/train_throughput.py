@@ -47,8 +47,8 @@ import torch
 from omegaconf import DictConfig
 
 from mammodet.config import compose
-from mammodet.data.datamodule import DetectionDataModule
 from mammodet.synthetic.cbis import SynthSpec, generate
+from mammodet.training.datamodule import DetectionDataModule
 
 REPO = Path(__file__).resolve().parent.parent
 GPU_RUNS = ("32-true", "16-mixed", "bf16-mixed", "bf16-mixed+cl", "bf16-mixed+cl+compile")

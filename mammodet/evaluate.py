@@ -38,8 +38,8 @@ from mammodet.metrics.plots import (
 from mammodet.metrics.results import EvalSettings, evaluate_detections, markdown_table
 
 if TYPE_CHECKING:
-    from mammodet.data.datamodule import DetectionDataModule
     from mammodet.data.sources import ImageSource
+    from mammodet.training.datamodule import DetectionDataModule
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ def checkpoint_datamodule(ckpt_path: Path, overrides: dict[str, Any]) -> Detecti
     """The datamodule a checkpoint was trained with, with the non-null ``overrides`` applied."""
     import torch
 
-    from mammodet.data.datamodule import DetectionDataModule  # Lightning: imported only in checkpoint mode
+    from mammodet.training.datamodule import DetectionDataModule  # Lightning: imported only in checkpoint mode
 
     checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     if "datamodule_hyper_parameters" not in checkpoint:

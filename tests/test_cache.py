@@ -14,7 +14,6 @@ from mammodet.config import compose
 from mammodet.data.cache import build_cache
 from mammodet.data.coco import load_records
 from mammodet.data.conversion import ConvertSettings, convert_dataset
-from mammodet.data.datamodule import DetectionDataModule
 from mammodet.data.detection_dataset import CropDataset, WholeImageDataset, model_input
 from mammodet.data.sources import (
     CacheError,
@@ -26,8 +25,9 @@ from mammodet.data.sources import (
     scaled_size,
     whole_size,
 )
-from mammodet.data.transforms import build_augment
 from mammodet.train import train
+from mammodet.training.datamodule import DetectionDataModule
+from mammodet.training.transforms import build_augment
 
 HALF_LEVEL_8 = 0.5 / 255 + 1e-6  # uint8 storage of a resized (float) image: at most half a grey level off
 

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from mammodet.data.coco import load_records
-from mammodet.data.datamodule import DetectionDataModule
 from mammodet.data.detection_dataset import CropDataset, WholeImageDataset, crop_boxes, model_input
 from mammodet.data.sources import DicomSource, FileSource
+from mammodet.training.datamodule import DetectionDataModule
 
 
 def test_crop_boxes_keeps_visible_enough_and_no_other() -> None:

@@ -16,7 +16,6 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
 from mammodet import __version__
 from mammodet.config import compose
-from mammodet.data.datamodule import DetectionDataModule
 from mammodet.data.detection_dataset import model_input
 from mammodet.data.dicom import read_dicom
 from mammodet.data.layout import DicomLocator
@@ -31,6 +30,7 @@ from mammodet.serving.inference import (
     model_resize,
 )
 from mammodet.serving.predict import CSV_COLUMNS, predict_files
+from mammodet.training.datamodule import DetectionDataModule
 
 
 @pytest.fixture(scope="module")

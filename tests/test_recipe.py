@@ -207,7 +207,7 @@ def test_channels_last_size_buckets_and_compile_options() -> None:
 def test_loader_workers_run_opencv_single_threaded(converted_png16: Path) -> None:
     import cv2
 
-    from mammodet.data.datamodule import DetectionDataModule
+    from mammodet.training.datamodule import DetectionDataModule
 
     class Threads(torch.utils.data.Dataset):
         def __len__(self) -> int:

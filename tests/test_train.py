@@ -16,9 +16,9 @@ from hydra.errors import InstantiationException
 from omegaconf import open_dict
 
 from mammodet.config import CONFIG_DIR, compose
-from mammodet.data.transforms import AlbumentationsAugment
 from mammodet.models import FasterRCNNModule
 from mammodet.train import train
+from mammodet.training.transforms import AlbumentationsAugment
 
 REPO = Path(__file__).resolve().parent.parent
 EXPERIMENTS = sorted(p.stem for p in (Path(CONFIG_DIR) / "experiment").glob("*.yaml"))

@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, Dataset
 from mammodet.config import CONFIG_DIR
 from mammodet.data.detection_dataset import model_input
 from mammodet.data.preprocess import visible_boxes, white_level
-from mammodet.data.transforms import AlbumentationsAugment, build_augment
+from mammodet.training.transforms import AlbumentationsAugment, build_augment
 
 OFF = {"hflip": 0.0, "vflip": 0.0, "affine": 0.0, "brightness_contrast": 0.0, "gamma": 0.0}
 FLIP = {"_target_": "albumentations.HorizontalFlip"}

@@ -25,10 +25,15 @@ from torchvision.transforms.v2.functional import to_dtype
 from mammodet.data.coco import ImageRecord
 from mammodet.data.preprocess import visible_boxes, white_level
 from mammodet.data.sources import ImageSource, load_resized, train_size, whole_size
-from mammodet.data.transforms import torch_rng
 
 Target = dict[str, Any]
 Transform = Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
+
+
+def torch_rng() -> np.random.Generator:
+    """A NumPy generator seeded from torch's: ``seed_everything`` makes it reproducible, and every DataLoader
+    worker (seeded differently by torch) draws differently."""
+    return np.random.default_rng(int(torch.randint(0, 2**62, ()).item()))
 
 
 def to_sample(image: np.ndarray, boxes: np.ndarray, labels: np.ndarray, image_id: int) -> tuple[torch.Tensor, Target]:

@@ -22,7 +22,6 @@ from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 from mammodet.data.cbis import DataIssue
 from mammodet.data.dicom import read_dicom
 from mammodet.data.preprocess import breast_box, white_level
-from mammodet.data.transforms import AlbumentationsAugment, build_augment
 from mammodet.density.labels import (
     SOURCES,
     DensityRecord,
@@ -34,6 +33,7 @@ from mammodet.density.labels import (
     read_rsna_csv,
     split_records,
 )
+from mammodet.training.transforms import AlbumentationsAugment, build_augment
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +119,7 @@ class DensityDataModule(L.LightningDataModule):
         image_gamma: DICOM display gamma (``read_dicom``).
         split: ``make_splits`` options: ``mode`` (``official`` for CBIS-DDSM, ``random_701515``), ``seed``,
             ``val_fraction``.
-        augment: ``data.augment`` as ``mammodet.data.transforms.build_augment`` reads it; training only.
+        augment: ``data.augment`` as ``mammodet.training.transforms.build_augment`` reads it; training only.
         sampler_alpha: training images drawn with probability ``n_c ** -alpha`` (with replacement);
             0: plain shuffling, 1: classes equally often.
     """

@@ -37,12 +37,6 @@ UNUSED_BBOX_PARAMS = {"min_area": 0.0, "min_visibility": 0.0, "min_width": 0.0, 
 """``bbox_params`` filters that ``data.min_visibility`` replaces, with the defaults they must keep."""
 
 
-def torch_rng() -> np.random.Generator:
-    """A NumPy generator seeded from torch's: ``seed_everything`` makes it reproducible, and every DataLoader
-    worker (seeded differently by torch) draws differently."""
-    return np.random.default_rng(int(torch.randint(0, 2**62, ()).item()))
-
-
 def default_pipeline(
     hflip: float = 0.5,
     vflip: float = 0.5,

@@ -28,7 +28,7 @@ from mammodet.data.coco import ImageRecord, load_records
 from mammodet.data.conversion import ConvertSettings, convert_dataset
 from mammodet.data.detection_dataset import CropDataset, WholeImageDataset, collate
 from mammodet.data.sources import CacheSettings, CacheSource, DicomSource, FileSource, ImageSource
-from mammodet.data.transforms import build_augment
+from mammodet.training.transforms import build_augment
 
 SOURCES = ("jpeg", "dicom", "cache")
 
