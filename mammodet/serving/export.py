@@ -1,7 +1,7 @@
 """Export a detector: safetensors weights, TorchScript, ONNX, ``config.json`` and a Hugging Face model card.
 
 ``model.safetensors`` holds the torchvision detector's state dict only; ``config.json`` has what rebuilds
-and feeds it (``hyper_parameters`` for ``FasterRCNNModule``, classes, preprocessing, thresholds).
+and feeds it (``hyper_parameters`` for ``DetectorModule``, classes, preprocessing, thresholds).
 ``model.pt`` is the scripted torchvision model: ``model(images)`` returns ``(losses, detections)`` with
 ``images`` a list of ``[3, H, W]`` tensors in 0..1 of any size. ``model.onnx`` takes one fixed-size
 ``[1, 3, H, W]`` image (torchvision's ONNX export works at a fixed size) and returns ``boxes``, ``scores``,
@@ -31,6 +31,7 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
 from mammodet import __version__
 from mammodet.data.classes import CLASSES
+from mammodet.models import get_model
 from mammodet.serving.inference import Detector, Forward, model_resize
 
 ONNX_OPSET = 17
@@ -270,11 +271,13 @@ def metric_entries(metrics: dict[str, Any]) -> list[dict[str, Any]]:
 def model_card(config: dict[str, Any], metrics: dict[str, Any] | None, dataset_name: str) -> str:
     """A Hugging Face model card: YAML metadata (``model-index`` from ``metrics``) and the usage notes."""
     name = f"mammodet-{config['arch']}"
+    family_title = get_model(config["arch"]).title
+    family_tag = re.sub(r"[^a-z0-9]+", "-", family_title.lower())
     metadata: dict[str, Any] = {
         "license": "apache-2.0",
         "library_name": "pytorch",
         "pipeline_tag": "object-detection",
-        "tags": ["mammography", "breast-lesion-detection", "faster-rcnn", "medical-imaging", "research-only"],
+        "tags": ["mammography", "breast-lesion-detection", family_tag, "medical-imaging", "research-only"],
         "datasets": [dataset_name],
     }
     entries = metric_entries(metrics or {})
@@ -319,7 +322,7 @@ def model_card(config: dict[str, Any], metrics: dict[str, Any] | None, dataset_n
     )
     body = f"""# {name}
 
-Faster R-CNN ({config["arch"]}) that detects breast lesions in mammograms, in three classes:
+{family_title} ({config["arch"]}) that detects breast lesions in mammograms, in three classes:
 {", ".join(f"`{c}` (label {i + 1})" for i, c in enumerate(CLASSES))}. Model version `{config["version"]}`
 (mammodet {config["mammodet_version"]}, checkpoint SHA-256 `{config["checkpoint_sha256"]}`).
 
@@ -357,10 +360,10 @@ Detections scoring at least {thresholds["min_score"]} are kept (NMS IoU {thresho
 ```python
 import json
 from safetensors.torch import load_file
-from mammodet.models import FasterRCNNModule
+from mammodet.models import DetectorModule
 
 config = json.load(open("config.json"))
-model = FasterRCNNModule(**config["hyper_parameters"]).model.eval()
+model = DetectorModule(**config["hyper_parameters"]).model.eval()
 model.load_state_dict(load_file("model.safetensors"))
 detections = model([image])  # image: [3, H, W] float tensor in 0..1, preprocessed as above
 ```
