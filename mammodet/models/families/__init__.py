@@ -1,5 +1,5 @@
 """The built-in model families, one file each: importing this package registers their models."""
 
-from mammodet.models.families import frcnn
+from mammodet.models.families import fcos, frcnn, retinanet
 
-__all__ = ["frcnn"]
+__all__ = ["fcos", "frcnn", "retinanet"]
