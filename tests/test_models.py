@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+import numpy as np
 import pytest
 import torch
 from lightning import Trainer
@@ -344,3 +345,51 @@ def test_pyproject_declares_the_built_in_families_as_entry_points() -> None:
         entries = importlib.metadata.EntryPoint(name=family, value=value, group=registry.ENTRY_POINT_GROUP).load()
         assert {entry.family for entry in entries} == {family}
         assert all(get_model(entry.name) is entry for entry in entries)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("name", "nms_iou", "title"), [("retinanet_small", 0.5, "RetinaNet"), ("fcos_small", 0.6, "FCOS")]
+)
+def test_one_stage_families_predict_explain_and_export(
+    name: str,
+    nms_iou: float,
+    title: str,
+    tiny_checkpoint: Path,
+    mammograms: dict[str, Path],
+    tmp_path: Path,
+) -> None:
+    """The serving path (``Detector``, Grad-CAM, TorchScript/ONNX export, model card) on a RetinaNet and an FCOS
+    checkpoint: the tiny run's checkpoint (its datamodule's preprocessing) with that family's weights."""
+    from mammodet.export import main as export_main
+    from mammodet.serving.explain import heat_maps
+    from mammodet.serving.inference import Detector
+
+    module = DetectorModule(name, score_thresh=0.001, detections_per_img=20, load_pretrained=False)
+    checkpoint = torch.load(tiny_checkpoint, weights_only=True)
+    checkpoint["hyper_parameters"], checkpoint["state_dict"] = dict(module.hparams), module.state_dict()
+    path = tmp_path / f"{name}.ckpt"
+    torch.save(checkpoint, path)
+
+    detector = Detector.from_checkpoint(path, "cpu")
+    info = detector.info()
+    assert (info["arch"], info["family"], info["backbone"]) == (name, get_model(name).family, "resnet18")
+    assert info["thresholds"] == {"min_score": 0.001, "nms_iou": nms_iou, "max_detections": 20, "display_score": 0.3}
+    prepared = detector.prepare(mammograms["lesions"])
+    detections = detector.run([prepared])[0]
+    assert 0 < len(detections.scores) <= 20 and detections.boxes.shape == (len(detections.scores), 4)
+    assert detector.report(detections)["model"] == {"name": "mammodet", "version": detector.version, "arch": name}
+    # an untrained FCOS also gives zero-area boxes, which Grad-CAM's IoU target cannot match: take a real one
+    sides = detections.boxes[:, 2:] - detections.boxes[:, :2]
+    (heat,) = heat_maps(detector, prepared, detections.select(np.flatnonzero(sides.min(axis=1) > 1)[:1]))
+    assert heat.shape == (320, 200) and heat.dtype == np.float32 and 0 <= heat.min() <= heat.max() <= 1
+
+    out = tmp_path / "model"
+    export_main.__wrapped__(compose("export", [f"ckpt_path={path}", f"out_dir={out}"]))
+    assert {p.name for p in out.iterdir()} >= {"README.md", "config.json", "model.pt", "model.safetensors"}
+    card = (out / "README.md").read_text()
+    assert f"{title} ({name}) that detects breast lesions" in card and f"mammodet-{name}" in card
+    scripted = torch.jit.load(str(out / "model.pt"))
+    _, (output,) = scripted([prepared.tensor])
+    expected = detector.forward([prepared.tensor])[0]
+    torch.testing.assert_close(output["boxes"], expected["boxes"], atol=1e-3, rtol=1e-4)

@@ -6,6 +6,8 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
+import torch
+from torch import nn
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 
 from mammodet.errors import UserError
@@ -24,6 +26,26 @@ def anchor_generator(sizes: Sequence[Sequence[float]], ratios: Sequence[float], 
         tuple(tuple(float(s) for s in level) for level in sizes),
         (tuple(float(r) for r in ratios),) * num_levels,
     )
+
+
+BACKGROUND_LOGIT = -1e4
+"""Bias of a one-stage head's background channel: its sigmoid is exactly 0 in float32, and so is its gradient."""
+
+
+def silence_background(cls_logits: nn.Conv2d, num_classes: int) -> None:
+    """Make label 0 (background) impossible in a one-stage head (RetinaNet, FCOS) without changing its layout.
+
+    torchvision's one-stage heads score every label, 0 included, with a sigmoid; mammodet's labels are 1..3, so the
+    background channel is never a target but would still score about its prior (0.01) and reach the detections.
+    Its weights are zeroed and its bias set to ``BACKGROUND_LOGIT``: it scores 0, below any score threshold, and
+    its focal-loss gradient is exactly 0, so training leaves it there (weight decay shrinks the bias by a factor
+    ``1 - lr * weight_decay`` per step: still below -8000 after 100k steps of the recipe). COCO checkpoints keep
+    their layout (their class head is replaced anyway); channel ``a * num_classes`` is anchor ``a``'s label 0.
+    """
+    with torch.no_grad():
+        background = slice(0, cls_logits.out_channels, num_classes)
+        cls_logits.weight[background] = 0.0
+        cls_logits.bias[background] = BACKGROUND_LOGIT
 
 
 def detector_keywords(settings: Any, transform: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from torchvision.models.detection.fcos import FCOSHead
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
 from mammodet.models.backbones import BACKBONES, fpn_backbone
-from mammodet.models.families.common import anchor_generator, detector_keywords
+from mammodet.models.families.common import anchor_generator, detector_keywords, silence_background
 from mammodet.models.registry import BuildRequest, ModelEntry, register
 
 SMALL_FPN_CHANNELS = 64
@@ -54,6 +54,7 @@ def _build(request: BuildRequest, stages: tuple[int, ...], channels: int) -> FCO
     settings: FCOSSettings = request.settings
     anchors = anchor_generator(settings.anchor_sizes, settings.aspect_ratios, len(stages) + 2)
     head = FCOSHead(backbone.out_channels, anchors.num_anchors_per_location()[0], request.num_classes)
+    silence_background(head.classification_head.cls_logits, request.num_classes)
     keywords = detector_keywords(settings, request.transform, {})
     return FCOS(backbone, request.num_classes, anchor_generator=anchors, head=head, **keywords)
 

@@ -18,7 +18,7 @@ from torchvision.models.detection.retinanet import RetinaNetHead
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
 from mammodet.models.backbones import BACKBONES, fpn_backbone
-from mammodet.models.families.common import anchor_generator, detector_keywords
+from mammodet.models.families.common import anchor_generator, detector_keywords, silence_background
 from mammodet.models.registry import BuildRequest, ModelEntry, register
 
 SMALL_FPN_CHANNELS = 64
@@ -68,6 +68,7 @@ def _build(request: BuildRequest, stages: tuple[int, ...], channels: int, p6_fro
         norm_layer=partial(nn.GroupNorm, 32),
     )
     head.regression_head._loss_type = "giou"  # as torchvision's retinanet_resnet50_fpn_v2 sets it
+    silence_background(head.classification_head.cls_logits, request.num_classes)
     keywords = detector_keywords(settings, request.transform, {})
     return RetinaNet(backbone, request.num_classes, anchor_generator=anchors, head=head, **keywords)
 
