@@ -124,7 +124,7 @@ def test_no_identifier_reaches_any_output(synthetic_tcia: Path, tmp_path: Path) 
             assert not any(candidate in n for n in names)
     # The TCIA folder names carry a study date; it must not leak either.
     assert not any(b"07-20-2016" in t for t in texts)
-    assert all(n.startswith(("images", "records", "annotations", "conversion_report", ".convert.lock")) for n in names)
+    assert all(n.startswith(("images", "records", "annotations", "conversion", ".convert.lock")) for n in names)
 
 
 def test_synthetic_images_for_real_csv_rows_convert(real_csv_dir: Path, tmp_path: Path) -> None:
