@@ -471,16 +471,16 @@ def check_dicom_root(dicom_root: str, mammograms: list[Mammogram]) -> None:
 
 
 def conversion_fingerprint(
-    settings: ConvertSettings, split_options: dict[str, Any] | None, csv_dir: str | os.PathLike
+    settings: ConvertSettings, split_options: dict[str, Any] | None, csv_dir: str | os.PathLike | None
 ) -> dict[str, Any]:
-    """What makes a conversion: its settings, split options (defaults filled in) and the SHA-256 of each CSV."""
-    csv_dir = Path(csv_dir)
-    hashes = {
-        name: hashlib.sha256((csv_dir / name).read_bytes()).hexdigest()
-        for name in sorted(CSV_FILES.values())
-        if (csv_dir / name).is_file()
-    }
-    return {"settings": asdict(settings), "split": {**SPLIT_OPTIONS, **(split_options or {})}, "csv_sha256": hashes}
+    """What makes a conversion: its settings, split options (defaults filled in) and the SHA-256 of each CSV
+    (left out when ``csv_dir`` is None)."""
+    fingerprint = {"settings": asdict(settings), "split": {**SPLIT_OPTIONS, **(split_options or {})}}
+    if csv_dir is not None:
+        files = sorted(CSV_FILES.values())
+        paths = [(name, Path(csv_dir) / name) for name in files]
+        fingerprint["csv_sha256"] = {n: hashlib.sha256(p.read_bytes()).hexdigest() for n, p in paths if p.is_file()}
+    return fingerprint
 
 
 def fingerprint_differences(out_dir: str | os.PathLike, expected: dict[str, Any]) -> list[str] | None:
