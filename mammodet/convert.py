@@ -3,14 +3,13 @@ settings of ``data.convert`` (the ones training converts with)."""
 
 from __future__ import annotations
 
-import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from mammodet.config import CONFIG_DIR
+from mammodet.cli import command
 from mammodet.data.conversion import ConvertLockError, ConvertSettings, convert_dataset
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="convert")
+@command("convert")
 def main(cfg: DictConfig) -> None:
     """Convert, then print the per-split counts and where the report is."""
     options = OmegaConf.to_container(cfg.data.convert)

@@ -15,10 +15,9 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from mammodet.config import CONFIG_DIR
+from mammodet.cli import command
 from mammodet.data.coco import ImageRecord
 from mammodet.metrics.coco_io import (
     coco_results,
@@ -201,7 +200,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     return metrics
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="evaluate")
+@command("evaluate")
 def main(cfg: DictConfig) -> None:
     """Evaluate; bad input stops with a message naming the file."""
     try:

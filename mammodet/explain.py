@@ -12,10 +12,9 @@ import logging
 import math
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig
 
-from mammodet.config import CONFIG_DIR
+from mammodet.cli import command
 from mammodet.serving.explain import explain_file
 from mammodet.serving.inference import Detector, InputError
 from mammodet.serving.predict import list_inputs
@@ -34,7 +33,7 @@ def below(best: float | None, cfg: DictConfig) -> str:
     )
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="explain")
+@command("explain")
 def main(cfg: DictConfig) -> None:
     """Write ``<out_dir>/<folders>/<name>.lesion<k>.png``; exit 1 naming each file that could not be read."""
     detector = Detector.from_checkpoint(cfg.ckpt_path, cfg.device, max_pixels=cfg.max_pixels)

@@ -5,15 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from mammodet.config import CONFIG_DIR
+from mammodet.cli import command
 from mammodet.serving.export import checkpoint_data, export_model, push_to_hub, trained_on
 from mammodet.serving.inference import Detector
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="export")
+@command("export")
 def main(cfg: DictConfig) -> None:
     """Export on the CPU; upload when ``push_to_hub`` names a repository."""
     detector = Detector.from_checkpoint(cfg.ckpt_path, "cpu", score_thresh=cfg.score_thresh)

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import hydra
 from omegaconf import DictConfig
 
-from mammodet.config import CONFIG_DIR
+from mammodet.cli import command
 from mammodet.serving.inference import Detector
 from mammodet.serving.predict import predict_files
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="predict")
+@command("predict")
 def main(cfg: DictConfig) -> None:
     """Predict; print where the outputs are; exit 1 naming each file that could not be read."""
     detector = Detector.from_checkpoint(

@@ -3,14 +3,13 @@ run, or of every run of a multirun sweep (figures, ``analysis_report.md``, ``pro
 
 from __future__ import annotations
 
-import hydra
 from omegaconf import DictConfig
 
 from mammodet.analysis.writer import write_report
-from mammodet.config import CONFIG_DIR
+from mammodet.cli import command
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="report")
+@command("report")
 def main(cfg: DictConfig) -> None:
     """Write the report and print where it is and what it found."""
     report = write_report(cfg.run_dir, cfg.out_dir, cfg.metrics, cfg.smoothing, cfg.tail_fraction)

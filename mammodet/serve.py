@@ -5,11 +5,10 @@ from __future__ import annotations
 import ipaddress
 import os
 
-import hydra
 import uvicorn
 from omegaconf import DictConfig
 
-from mammodet.config import CONFIG_DIR
+from mammodet.cli import command
 from mammodet.serving.app import create_app
 from mammodet.serving.inference import Detector
 
@@ -42,7 +41,7 @@ def resolve_api_key(host: str, api_key: str | None, allow_no_api_key: bool = Fal
     return key
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="serve")
+@command("serve")
 def main(cfg: DictConfig) -> None:
     """Check the bind and key, load the model once, then serve until interrupted."""
     api_key = resolve_api_key(cfg.host, cfg.api_key, cfg.allow_no_api_key)

@@ -18,7 +18,7 @@ import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from mammodet.config import CONFIG_DIR
+from mammodet.cli import command
 from mammodet.run_logging import route_run_logs
 
 log = logging.getLogger(__name__)
@@ -86,7 +86,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     return metrics, {"cfg": cfg, "datamodule": datamodule, "model": model, "trainer": trainer}
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+@command("train")
 def main(cfg: DictConfig) -> float | None:
     """Train; return ``optimized_metric`` for sweepers."""
     route_run_logs()
