@@ -150,6 +150,8 @@ def command(config_name: str) -> Callable[[Task], Callable[[], Any]]:
                     raise
                 forget_new_folders()
                 _fail(message)
+            finally:
+                _new_folders.clear()
 
         return hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name=config_name)(run)
 
