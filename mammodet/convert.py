@@ -7,6 +7,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mammodet.cli import command
 from mammodet.data.conversion import ConvertLockError, ConvertSettings, convert_dataset
+from mammodet.errors import UserError
 
 
 @command("convert")
@@ -25,7 +26,7 @@ def main(cfg: DictConfig) -> None:
             workers=workers,
         )
     except ConvertLockError as error:
-        raise SystemExit(f"error: {error}") from None
+        raise UserError(str(error)) from error
     print(f"converted {summary.converted}, resumed {summary.resumed}, problems reported {len(summary.skipped)}")
     for split, count in summary.images_per_split.items():
         print(f"  {split:5s} {count:5d} images  lesions {summary.lesions_per_split[split]}")

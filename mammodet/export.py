@@ -8,6 +8,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from mammodet.cli import command
+from mammodet.errors import UserError
 from mammodet.serving.export import checkpoint_data, export_model, push_to_hub, trained_on
 from mammodet.serving.inference import Detector
 
@@ -15,6 +16,8 @@ from mammodet.serving.inference import Detector
 @command("export")
 def main(cfg: DictConfig) -> None:
     """Export on the CPU; upload when ``push_to_hub`` names a repository."""
+    if cfg.metrics_path and not Path(cfg.metrics_path).is_file():
+        raise UserError(f"metrics_path={cfg.metrics_path}: no such file; expected a run's test_metrics.json")
     detector = Detector.from_checkpoint(cfg.ckpt_path, "cpu", score_thresh=cfg.score_thresh)
     metrics = json.loads(Path(cfg.metrics_path).read_text()) if cfg.metrics_path else None
     onnx_size = OmegaConf.to_container(cfg.onnx_size) if cfg.onnx_size else None

@@ -9,6 +9,7 @@ import uvicorn
 from omegaconf import DictConfig
 
 from mammodet.cli import command
+from mammodet.errors import UserError
 from mammodet.serving.app import create_app
 from mammodet.serving.inference import Detector
 
@@ -34,8 +35,8 @@ def resolve_api_key(host: str, api_key: str | None, allow_no_api_key: bool = Fal
     """
     key = api_key or os.environ.get(API_KEY_ENV) or None
     if key is None and not is_loopback(host) and not allow_no_api_key:
-        raise SystemExit(
-            f"error: refusing to listen on {host} without an API key: set api_key=... or the {API_KEY_ENV} "
+        raise UserError(
+            f"refusing to listen on {host} without an API key: set api_key=... or the {API_KEY_ENV} "
             "environment variable (clients send it as X-API-Key), or allow_no_api_key=true to serve without one"
         )
     return key
