@@ -3,6 +3,8 @@ settings of ``data.convert`` (the ones training converts with)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from omegaconf import DictConfig, OmegaConf
 
 from mammodet.cli import command
@@ -13,6 +15,10 @@ from mammodet.errors import UserError
 @command("convert")
 def main(cfg: DictConfig) -> None:
     """Convert, then print the per-split counts and where the report is."""
+    for key, expected in (("csv_dir", "the CBIS-DDSM case-description CSVs"), ("dicom_root", "the TCIA DICOM tree")):
+        value = cfg.data.get(key)
+        if not value or not Path(value).is_dir():
+            raise UserError(f"data.{key}={value}: {'not set' if not value else 'no such folder'}; expected {expected}")
     options = OmegaConf.to_container(cfg.data.convert)
     workers = options.pop("workers", 0)
     settings = ConvertSettings(mass_rule=cfg.data.mass_rule, gamma=cfg.data.image_gamma, **options)

@@ -238,6 +238,7 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         ("serve", ["ckpt_path={two}"], ["ckpt_path={two}", "2 lesion classes"]),
         ("evaluate", ["ckpt_path={random}", "out_dir={out}"], ["ckpt_path={random}: cannot be read"]),
         ("evaluate", ["annotations={tmp}/a.json", "predictions={tmp}/p.json", "out_dir={out}"], ["annotations="]),
+        ("convert", ["data.csv_dir={empty}", "data.dicom_root={tmp}/none", "out_dir={out}"], ["data.dicom_root="]),
         ("report", ["run_dir={empty}"], ["run_dir={empty}: "]),
         ("report", ["run_dir={tmp}/none"], ["run_dir={tmp}/none: no such folder"]),
         ("train", ["model.lr=abc", "paths.output_dir={out}"], ["model.lr=abc: expected a number"]),
