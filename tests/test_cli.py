@@ -208,6 +208,26 @@ def test_wrapper_prints_one_line_removes_new_folders_and_keeps_bugs(
     assert info.value.code == 1 and "RuntimeError: a bug" in capsys.readouterr().err  # Hydra's traceback
 
 
+def test_a_folder_that_cannot_be_written_is_refused_before_hydra_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, restore_logging: None
+) -> None:
+    import mammodet.cli as cli
+
+    readonly = tmp_path / "readonly"
+    readonly.mkdir()
+    # As root every folder is writable: the check's own view of permissions says this one is not.
+    real_access = os.access
+    monkeypatch.setattr(cli.os, "access", lambda path, mode: Path(path) != readonly and real_access(path, mode))
+    monkeypatch.setattr(sys, "argv", ["predict", "ckpt_path=c", "input=x", f"out_dir={readonly / 'out'}"])
+    ran = []
+    with pytest.raises(SystemExit) as info:
+        cli.command("predict")(ran.append)()
+    assert info.value.code == 2 and ran == []
+    expected = f"error: out_dir={readonly / 'out'}: cannot write there ({readonly} is not writable)\n"
+    assert capsys.readouterr().err == expected
+    assert list(readonly.iterdir()) == []
+
+
 # ---------------------------------------------------------------- every command, as a user runs it
 
 
