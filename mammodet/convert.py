@@ -3,16 +3,22 @@ settings of ``data.convert`` (the ones training converts with)."""
 
 from __future__ import annotations
 
-import hydra
+from pathlib import Path
+
 from omegaconf import DictConfig, OmegaConf
 
-from mammodet.config import CONFIG_DIR
+from mammodet.cli import command
 from mammodet.data.conversion import ConvertLockError, ConvertSettings, convert_dataset
+from mammodet.errors import UserError
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="convert")
+@command("convert")
 def main(cfg: DictConfig) -> None:
     """Convert, then print the per-split counts and where the report is."""
+    for key, expected in (("csv_dir", "the CBIS-DDSM case-description CSVs"), ("dicom_root", "the TCIA DICOM tree")):
+        value = cfg.data.get(key)
+        if not value or not Path(value).is_dir():
+            raise UserError(f"data.{key}={value}: {'not set' if not value else 'no such folder'}; expected {expected}")
     options = OmegaConf.to_container(cfg.data.convert)
     workers = options.pop("workers", 0)
     settings = ConvertSettings(mass_rule=cfg.data.mass_rule, gamma=cfg.data.image_gamma, **options)
@@ -26,7 +32,7 @@ def main(cfg: DictConfig) -> None:
             workers=workers,
         )
     except ConvertLockError as error:
-        raise SystemExit(f"error: {error}") from None
+        raise UserError(str(error)) from error
     print(f"converted {summary.converted}, resumed {summary.resumed}, problems reported {len(summary.skipped)}")
     if summary.redone:
         print(f"redone (their CSV rows, files or settings changed): {len(summary.redone)}, listed in the report")

@@ -5,17 +5,19 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from mammodet.config import CONFIG_DIR
+from mammodet.cli import command
+from mammodet.errors import UserError
 from mammodet.serving.export import checkpoint_data, export_model, push_to_hub, trained_on
 from mammodet.serving.inference import Detector
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="export")
+@command("export")
 def main(cfg: DictConfig) -> None:
     """Export on the CPU; upload when ``push_to_hub`` names a repository."""
+    if cfg.metrics_path and not Path(cfg.metrics_path).is_file():
+        raise UserError(f"metrics_path={cfg.metrics_path}: no such file; expected a run's test_metrics.json")
     detector = Detector.from_checkpoint(cfg.ckpt_path, "cpu", score_thresh=cfg.score_thresh)
     metrics = json.loads(Path(cfg.metrics_path).read_text()) if cfg.metrics_path else None
     onnx_size = OmegaConf.to_container(cfg.onnx_size) if cfg.onnx_size else None

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
-import hydra
+from pathlib import Path
+
 from omegaconf import DictConfig
 
-from mammodet.config import CONFIG_DIR
+from mammodet.cli import command
+from mammodet.errors import UserError
 from mammodet.serving.inference import Detector
-from mammodet.serving.predict import predict_files
+from mammodet.serving.predict import list_inputs, predict_files
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="predict")
+@command("predict")
 def main(cfg: DictConfig) -> None:
     """Predict; print where the outputs are; exit 1 naming each file that could not be read."""
+    try:
+        list_inputs(Path(cfg.input))  # before the model loads: a wrong path or an empty folder is one line
+    except FileNotFoundError as error:
+        raise UserError(f"input={error}") from error
     detector = Detector.from_checkpoint(
         cfg.ckpt_path, cfg.device, score_thresh=cfg.score_thresh, max_pixels=cfg.max_pixels
     )

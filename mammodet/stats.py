@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from mammodet.config import CONFIG_DIR
+from mammodet.cli import command
 from mammodet.data.cbis import CbisDataset, load_cbis_ddsm
 from mammodet.data.classes import CLASSES
 from mammodet.data.labels import MASS_RULES
@@ -45,7 +44,7 @@ def markdown(dataset: CbisDataset, split_options: dict[str, object]) -> str:
     return "\n".join(lines)
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="stats")
+@command("stats")
 def main(cfg: DictConfig) -> None:
     """Print the tables for ``data.csv_dir``."""
     dataset = load_cbis_ddsm(cfg.data.csv_dir)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import hydra
 from omegaconf import DictConfig
 
-from mammodet.config import CONFIG_DIR
+from mammodet.cli import command
 from mammodet.synthetic.cbis import SynthSpec, generate
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="synth")
+@command("synth")
 def main(cfg: DictConfig) -> None:
     """Generate the dataset described by ``conf/synth.yaml``."""
     spec = SynthSpec(

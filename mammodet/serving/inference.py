@@ -36,7 +36,9 @@ from mammodet.data.conversion import ConvertSettings
 from mammodet.data.detection_dataset import model_input, to_sample
 from mammodet.data.dicom import DEFAULT_MAX_PIXELS, DicomError, read_dicom, read_dicom_header
 from mammodet.data.preprocess import breast_box, crop_and_resize, unmap_boxes, white_level
+from mammodet.errors import UserError
 from mammodet.models import FasterRCNNModule
+from mammodet.models.checkpoint import read_checkpoint
 
 Forward = Callable[[list[Tensor]], list[dict[str, Tensor]]]
 """A detector runtime: images ``[3, H, W]`` in 0..1 -> ``dict(boxes, scores, labels)`` per image, on the CPU."""
@@ -261,12 +263,10 @@ class Detector:
     def from_checkpoint(cls, path: str | Path, device: str = "auto", **options: Any) -> Detector:
         """Load a training checkpoint (model and datamodule hyperparameters); ``options`` go to ``__init__``."""
         path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: checkpoint not found")
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        checkpoint = read_checkpoint(path)
         if "datamodule_hyper_parameters" not in checkpoint:
-            raise ValueError(
-                f"{path}: no datamodule_hyper_parameters, so the evaluation preprocessing is unknown; "
+            raise UserError(
+                f"ckpt_path={path}: no datamodule_hyper_parameters, so the evaluation preprocessing is unknown; "
                 "use a checkpoint written by python -m mammodet.train"
             )
         module = FasterRCNNModule(**checkpoint["hyper_parameters"])

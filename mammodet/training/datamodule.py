@@ -80,13 +80,13 @@ class DetectionDataModule(L.LightningDataModule):
         # Stored in checkpoints (plain types), so prediction repeats the evaluation preprocessing exactly.
         self.save_hyperparameters()
         if source not in SOURCES:
-            raise ValueError(f"unknown data.source {source!r}; choose one of {SOURCES}")
+            raise UserError(f"unknown data.source {source!r}; choose one of {SOURCES}")
         if train_mode not in ("crops", "whole"):
-            raise ValueError(f"unknown data.train_mode {train_mode!r}; choose 'crops' or 'whole'")
+            raise UserError(f"unknown data.train_mode {train_mode!r}; choose 'crops' or 'whole'")
         if source == "dicom" and not dicom_root:
-            raise ValueError("data.source=dicom needs data.dicom_root")
+            raise UserError("data.source=dicom needs data.dicom_root")
         if not image_dir:
-            raise ValueError(
+            raise UserError(
                 "data.image_dir is not set: the folder of converted images (made there from data.csv_dir and "
                 "data.dicom_root when missing); run experiment=demo for synthetic data"
             )
@@ -95,7 +95,7 @@ class DetectionDataModule(L.LightningDataModule):
         self.cache_workers = cache_options.pop("workers", 0)
         self.cache_settings = CacheSettings(gamma=image_gamma, **cache_options)
         if source == "cache" and self.cache_settings.input == "dicom" and not dicom_root:
-            raise ValueError("data.source=cache with data.cache.input=dicom needs data.dicom_root")
+            raise UserError("data.source=cache with data.cache.input=dicom needs data.dicom_root")
         self.image_dir = Path(image_dir)
         self.csv_dir, self.dicom_root, self.source_name = csv_dir, dicom_root, source
         self.mass_rule, self.split_options = mass_rule, dict(split or {})
@@ -126,12 +126,12 @@ class DetectionDataModule(L.LightningDataModule):
             needed = {"data.csv_dir": self.csv_dir, "data.dicom_root": self.dicom_root}
         for key, path in needed.items():
             if not path:
-                raise FileNotFoundError(
+                raise UserError(
                     f"{key} is not set and {self.image_dir}/annotations/train.json does not exist: pass the "
                     "CBIS-DDSM paths (README, CBIS-DDSM) or run experiment=demo for synthetic data"
                 )
             if not Path(path).exists():
-                raise FileNotFoundError(f"{key}={path} does not exist (relative paths start at {Path.cwd()})")
+                raise UserError(f"{key}={path} does not exist (relative paths start at {Path.cwd()})")
 
     def _reads_dicom(self) -> bool:
         return self.source_name == "dicom" or (self.source_name == "cache" and self.cache_settings.input == "dicom")
@@ -218,7 +218,7 @@ class DetectionDataModule(L.LightningDataModule):
                 self.records[split] = load_records(self.image_dir / "annotations" / f"{split}.json")
         for split in ("train", "val"):
             if not self.records[split]:
-                raise ValueError(f"{self.image_dir}/annotations/{split}.json holds no image")
+                raise UserError(f"{self.image_dir}/annotations/{split}.json holds no image")
 
     def _loader(self, dataset: Any, batch_size: int, shuffle: bool) -> DataLoader:
         """A loader of ``dataset``; with worker processes, OpenCV runs ``opencv_threads`` threads in each of them.
