@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from mammodet.config import CONFIG_DIR
 from mammodet.serving.export import checkpoint_data, export_model, push_to_hub, trained_on
@@ -18,9 +18,8 @@ def main(cfg: DictConfig) -> None:
     """Export on the CPU; upload when ``push_to_hub`` names a repository."""
     detector = Detector.from_checkpoint(cfg.ckpt_path, "cpu", score_thresh=cfg.score_thresh)
     metrics = json.loads(Path(cfg.metrics_path).read_text()) if cfg.metrics_path else None
-    onnx_size = OmegaConf.to_container(cfg.onnx_size) if cfg.onnx_size else None
     dataset_name = cfg.dataset_name or trained_on(checkpoint_data(cfg.ckpt_path))
-    files = export_model(detector, cfg.out_dir, metrics, cfg.onnx, onnx_size, dataset_name)
+    files = export_model(detector, cfg.out_dir, metrics, cfg.onnx, dataset_name)
     for kind, path in files.items():
         print(f"{kind:12s} {path}")
     if cfg.push_to_hub:
