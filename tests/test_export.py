@@ -23,6 +23,7 @@ from mammodet.models import FasterRCNNModule
 from mammodet.serving import export as export_module
 from mammodet.serving.export import (
     EXPORTER_NOTE,
+    SYNTHETIC,
     checkpoint_data,
     export_model,
     exportable,
@@ -115,9 +116,12 @@ def test_the_card_names_the_data_the_checkpoint_was_trained_on(
     data = checkpoint_data(tiny_checkpoint)  # csv_dir beside the generator's synth_truth.json
     assert data["dataset"] == "synthetic CBIS-DDSM" and trained_on(data) == "synthetic CBIS-DDSM"
     (tmp_path / "csv").mkdir()
-    real = {**data, "csv_dir": str(tmp_path / "csv"), "dataset": "CBIS-DDSM"}
+    assert data["provenance"] == "synthetic"  # recorded at training
+    real = {**data, "csv_dir": str(tmp_path / "csv"), "dataset": "CBIS-DDSM", "provenance": "real"}
     assert trained_on(real) == "CBIS-DDSM" and trained_on({**real, "dataset": None}) == "CBIS-DDSM"
-    assert trained_on({**real, "dataset": "synthetic CBIS-DDSM"}) == "synthetic CBIS-DDSM"
+    assert trained_on({**real, "provenance": "synthetic"}) == "synthetic CBIS-DDSM"  # even when the data are gone
+    older = {key: value for key, value in real.items() if key != "provenance"}  # a checkpoint from before
+    assert trained_on(older) == "CBIS-DDSM" and trained_on({**older, "dataset": "synthetic CBIS-DDSM"}) == SYNTHETIC
     config = json.loads((exported / "config.json").read_text())
     assert "mammodet.synth" not in model_card(config, None, "CBIS-DDSM")
 

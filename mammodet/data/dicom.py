@@ -47,6 +47,10 @@ declaring 60000 x 60000 would take 7.2 GB)."""
 
 _UNDEFINED_LENGTH = 0xFFFFFFFF
 
+# pydicom's check of each value read ("Invalid value for VR CS: 'DOE^JOHN'") quotes the value in a warning and
+# a log line, which reach the run's log: values are checked here where they matter, by attribute name only.
+pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
+
 
 class DicomError(ValueError):
     """A file that is not a decodable single-frame grayscale DICOM image; the message is ``"<path>: <reason>"``."""
@@ -160,6 +164,26 @@ def is_binary_mask(pixels: np.ndarray) -> bool:
     return bool(low == high or np.count_nonzero(pixels == low) + np.count_nonzero(pixels == high) == pixels.size)
 
 
+PHOTOMETRIC_TERMS = frozenset(
+    {
+        "MONOCHROME1",
+        "MONOCHROME2",
+        "PALETTE COLOR",
+        "RGB",
+        "HSV",
+        "ARGB",
+        "CMYK",
+        "YBR_FULL",
+        "YBR_FULL_422",
+        "YBR_PARTIAL_422",
+        "YBR_PARTIAL_420",
+        "YBR_ICT",
+        "YBR_RCT",
+    }
+)
+"""DICOM's defined terms for PhotometricInterpretation (PS3.3 C.7.6.3.1.2): the only values an error may show."""
+
+
 def _error(path: Path, reason: str) -> DicomError:
     """The one error type for bad files: the path and the reason, nothing from the data set's text."""
     return DicomError(f"{path}: {reason}")
@@ -218,7 +242,9 @@ def _check_image(ds: Dataset, path: Path) -> DicomImageInfo:
         raise _error(path, f"colour image ({samples} samples per pixel); only grayscale is supported")
     photometric = str(ds.get("PhotometricInterpretation") or "").strip().upper()
     if photometric not in ("MONOCHROME1", "MONOCHROME2"):
-        raise _error(path, f"photometric interpretation {photometric or 'missing'}; only MONOCHROME1/2")
+        # A value is shown only when it is one of DICOM's defined terms: a malformed one may hold any text.
+        shown = photometric if photometric in PHOTOMETRIC_TERMS else "not a defined term" if photometric else "missing"
+        raise _error(path, f"PhotometricInterpretation {shown}; only MONOCHROME1/2")
     frames = _int_attribute(ds, "NumberOfFrames", path, default=1)
     if frames > 1:
         raise _error(path, f"multi-frame image ({frames} frames); only single-frame images are supported")
@@ -271,6 +297,8 @@ def _decode(path: Path, max_pixels: int | None) -> tuple[Dataset, DicomImageInfo
         raw = ds.pixel_array
     except Exception as exc:  # a plugin's or pydicom's failure, of whatever type, is a bad file here
         raise _error(path, f"cannot decode the {info.transfer_syntax} pixel data ({type(exc).__name__})") from exc
+    if raw.ndim != 2:  # e.g. two frames of pixel data without NumberOfFrames
+        raise _error(path, f"pixel data decode to {raw.ndim} dimensions; NumberOfFrames says 1 frame")
     return ds, info, raw
 
 

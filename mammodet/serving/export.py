@@ -36,6 +36,7 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
 from mammodet import __version__
 from mammodet.data.classes import CLASSES
+from mammodet.data.provenance import checkpoint_provenance
 from mammodet.metrics.matching import box_iou
 from mammodet.serving.inference import Detections, Detector, Forward, model_resize
 
@@ -172,11 +173,10 @@ SYNTHETIC = "synthetic CBIS-DDSM"
 
 
 def trained_on(data_hparams: Mapping[str, Any]) -> str:
-    """The data a checkpoint was trained on, from its ``datamodule_hyper_parameters``: ``SYNTHETIC`` when
-    ``data.csv_dir`` sits beside the generator's ``synth_truth.json``, else the run's ``data.dataset`` (the demo
-    sets ``SYNTHETIC``), ``CBIS-DDSM`` by default."""
-    csv_dir = data_hparams.get("csv_dir")
-    if csv_dir and (Path(csv_dir).parent / "synth_truth.json").is_file():
+    """The data a checkpoint was trained on, from its ``datamodule_hyper_parameters``: ``SYNTHETIC`` when it
+    records (or, written before that was recorded, its dataset name or csv_dir shows) ``provenance`` synthetic,
+    else the run's ``data.dataset``, ``CBIS-DDSM`` by default."""
+    if checkpoint_provenance(data_hparams) == "synthetic":
         return SYNTHETIC
     return data_hparams.get("dataset") or "CBIS-DDSM"
 
