@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from mammodet.cli import command
 from mammodet.errors import UserError
@@ -20,9 +20,8 @@ def main(cfg: DictConfig) -> None:
         raise UserError(f"metrics_path={cfg.metrics_path}: no such file; expected a run's test_metrics.json")
     detector = Detector.from_checkpoint(cfg.ckpt_path, "cpu", score_thresh=cfg.score_thresh)
     metrics = json.loads(Path(cfg.metrics_path).read_text()) if cfg.metrics_path else None
-    onnx_size = OmegaConf.to_container(cfg.onnx_size) if cfg.onnx_size else None
     dataset_name = cfg.dataset_name or trained_on(checkpoint_data(cfg.ckpt_path))
-    files = export_model(detector, cfg.out_dir, metrics, cfg.onnx, onnx_size, dataset_name)
+    files = export_model(detector, cfg.out_dir, metrics, cfg.onnx, dataset_name)
     for kind, path in files.items():
         print(f"{kind:12s} {path}")
     if cfg.push_to_hub:

@@ -36,6 +36,7 @@ from mammodet.data.conversion import (
     fingerprint_differences,
 )
 from mammodet.data.detection_dataset import CropDataset, WholeImageDataset, collate
+from mammodet.data.provenance import provenance_of
 from mammodet.data.sources import CacheSettings, CacheSource, DicomSource, FileSource, ImageSource
 from mammodet.errors import UserError
 from mammodet.training.transforms import build_augment
@@ -75,10 +76,15 @@ class DetectionDataModule(L.LightningDataModule):
         image_gamma: float = 0.8,
         cache: Mapping[str, Any] | None = None,
         opencv_threads: int = 1,
+        provenance: str | None = None,
     ) -> None:
         super().__init__()
         # Stored in checkpoints (plain types), so prediction repeats the evaluation preprocessing exactly.
         self.save_hyperparameters()
+        # What the data are, decided now while they exist: predict warns about a synthetic-only model from it.
+        if provenance not in (None, "synthetic", "real"):
+            raise ValueError(f"data.provenance must be synthetic, real or null, got {provenance!r}")
+        self.hparams["provenance"] = provenance or provenance_of(dataset, csv_dir)
         if source not in SOURCES:
             raise UserError(f"unknown data.source {source!r}; choose one of {SOURCES}")
         if train_mode not in ("crops", "whole"):
