@@ -100,3 +100,22 @@ class MammogramRecord:
     def ignore_regions(self) -> tuple[Finding, ...]:
         """The findings outside the class map."""
         return tuple(f for f in self.findings if f.ignore)
+
+
+@dataclass(frozen=True)
+class ReadProblem:
+    """An entry of a dataset's files that yields no record, for the conversion report (never an identifier)."""
+
+    file: str
+    line: int | None
+    field: str
+    value: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class DatasetRecords:
+    """What a reader yields: the records, and the entries it could not turn into one."""
+
+    records: list[MammogramRecord]
+    problems: list[ReadProblem] = field(default_factory=list)

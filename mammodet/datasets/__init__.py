@@ -17,11 +17,12 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from mammodet.config import CONFIG_DIR
-from mammodet.data.records import MammogramRecord
+from mammodet.data.records import DatasetRecords
 from mammodet.errors import UserError
 
-Reader = Callable[[Path, Mapping[str, Any]], list[MammogramRecord]]
-"""``read(root, options)``: the records of the dataset under ``root``; ``options`` is its dataset config."""
+Reader = Callable[[Path, Mapping[str, Any]], DatasetRecords]
+"""``read(root, options)``: the records of the dataset under ``root`` (and the entries that yield none);
+``options`` is its dataset config."""
 
 _READERS: dict[str, Reader] = {}
 _HELPERS = frozenset({"rules", "tags"})  # modules of this package that are not datasets
@@ -57,7 +58,7 @@ def load_config(name: str) -> dict[str, Any]:
     return OmegaConf.to_container(OmegaConf.load(path), resolve=True)
 
 
-def read(name: str, root: str | Path, options: Mapping[str, Any] | None = None) -> list[MammogramRecord]:
+def read(name: str, root: str | Path, options: Mapping[str, Any] | None = None) -> DatasetRecords:
     """The records of dataset ``name`` under ``root``, with its default config updated by ``options``."""
     root = Path(root)
     if not root.is_dir():
