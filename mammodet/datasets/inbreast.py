@@ -42,7 +42,9 @@ def _rows(path: Path) -> list[tuple[int, dict[str, str]]]:
         header = [h.strip() for h in next(reader, [])]
         missing = [c for c in _COLUMNS if c not in header]
         if missing:
-            raise UserError(f"{path}: column {missing[0]!r} missing (INbreast.csv is ';'-separated with {list(_COLUMNS)})")
+            raise UserError(
+                f"{path}: column {missing[0]!r} missing (INbreast.csv is ';'-separated with {list(_COLUMNS)})"
+            )
         rows = []
         for values in reader:
             if any(v.strip() for v in values):
@@ -73,9 +75,7 @@ def _points(roi: Mapping[str, Any], xml: Path) -> list[tuple[float, float]]:
     return points
 
 
-def _findings(
-    xml: Path, options: Mapping[str, Any], birads: str, spacing: float
-) -> tuple[list[Finding], list[str]]:
+def _findings(xml: Path, options: Mapping[str, Any], birads: str, spacing: float) -> tuple[list[Finding], list[str]]:
     """The findings of one annotation file, and the ROIs without points (lesions that cannot be located)."""
     try:
         with open(xml, "rb") as handle:

@@ -43,7 +43,9 @@ def _lines(path: Path) -> dict[str, list[tuple[int, list[str]]]]:
         if not _REFNUM.fullmatch(fields[0]) or len(fields) < 3 or len(fields) not in (3, 4, 7):
             raise UserError(f"{path}:{number}: expected 'mdbNNN tissue class [severity [x y radius]]', got {text!r}")
         if fields[1] not in _TISSUES or fields[2] not in _CLASSES:
-            raise UserError(f"{path}:{number}: tissue {fields[1]!r} / class {fields[2]!r} not in {_TISSUES} / {_CLASSES}")
+            raise UserError(
+                f"{path}:{number}: tissue {fields[1]!r} / class {fields[2]!r} not in {_TISSUES} / {_CLASSES}"
+            )
         if len(fields) == 7 and not all(f.isdigit() for f in fields[4:]):
             raise UserError(f"{path}:{number}: x y radius {fields[4:]} are not whole numbers")
         by_refnum.setdefault(fields[0], []).append((number, fields))

@@ -45,7 +45,7 @@ def _rows(path: Path, columns: tuple[str, ...]) -> list[tuple[int, dict[str, str
 
 
 def _grade(value: str, path: Path, line: int) -> str | None:
-    """"BI-RADS 4" -> "4"; empty -> None."""
+    """ "BI-RADS 4" -> "4"; empty -> None."""
     if not value:
         return None
     match = _BIRADS.fullmatch(value)
@@ -55,7 +55,7 @@ def _grade(value: str, path: Path, line: int) -> str | None:
 
 
 def _categories(value: str, path: Path, line: int) -> list[str]:
-    """"['Mass', 'Suspicious Calcification']" -> the list (a Python-list string, as published)."""
+    """ "['Mass', 'Suspicious Calcification']" -> the list (a Python-list string, as published)."""
     try:
         parsed = ast.literal_eval(value)
     except (ValueError, SyntaxError):
@@ -87,7 +87,7 @@ def read(root: Path, options: Mapping[str, Any]) -> DatasetRecords:
     if not findings_path.is_file():
         raise UserError(f"{findings_path}: not found (data.root must hold VinDr-Mammo's {FINDINGS_CSV})")
     images: dict[str, dict[str, Any]] = {}
-    sources = [(findings_path, _rows(findings_path, _IMAGE_COLUMNS + ("finding_categories", "finding_birads")))]
+    sources = [(findings_path, _rows(findings_path, (*_IMAGE_COLUMNS, "finding_categories", "finding_birads")))]
     if (root / BREAST_CSV).is_file():
         sources.append((root / BREAST_CSV, _rows(root / BREAST_CSV, _IMAGE_COLUMNS)))
     for path, rows in sources:

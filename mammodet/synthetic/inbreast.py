@@ -32,7 +32,9 @@ ACR_FRACTIONS = {1: 0.08, 2: 0.28, 3: 0.5, 4: 0.72}
 _BIRADS = ("1", "2", "3", "4a", "4b", "4c", "5", "6")
 
 
-def generate(out_dir: str | os.PathLike, n_patients: int = 8, height: int = 320, width: int = 256, seed: int = 0) -> Path:
+def generate(
+    out_dir: str | os.PathLike, n_patients: int = 8, height: int = 320, width: int = 256, seed: int = 0
+) -> Path:
     """Write the tree under ``out_dir`` and ``synth_truth.json``; returns ``out_dir``."""
     out = Path(out_dir)
     rng = np.random.default_rng([seed, 22])
@@ -55,14 +57,16 @@ def generate(out_dir: str | os.PathLike, n_patients: int = 8, height: int = 320,
                 view=view,
                 extra={**PLANTED_IDENTIFIERS, **spacing, "BitsStored": 12, "HighBit": 11},
             )
-            lines.append(f"{PLANTED_PATIENT_ID};{PLANTED_DATE[:2]};{side[0]};{view};{PLANTED_DATE};{file_name};{acr};{birads}")
+            lines.append(
+                f"{PLANTED_PATIENT_ID};{PLANTED_DATE[:2]};{side[0]};{view};{PLANTED_DATE};{file_name};{acr};{birads}"
+            )
             rois, findings = [], []
             rows = zip(names, single, scene.masks, scene.lesions, strict=True)
             for index, (name, one_point, mask, lesion) in enumerate(rows):
                 if one_point:  # a single calcification: one point
                     points = [(float(round(lesion.center[0], 2)), float(round(lesion.center[1], 2)))]
                     half = POINT_ROI_SIDE_MM / SPACING_MM / 2
-                    (x, y), = points
+                    ((x, y),) = points
                     box = [x - half, y - half, x + half, y + half]
                 else:
                     points = _outline(mask)

@@ -27,7 +27,7 @@ FINDING_COLUMNS = [
     "study_id", "series_id", "image_id", "laterality", "view_position", "height", "width", "breast_birads",
     "breast_density", "finding_categories", "finding_birads", "xmin", "ymin", "xmax", "ymax", "split",
 ]  # fmt: skip
-BREAST_COLUMNS = FINDING_COLUMNS[:9] + ["split"]
+BREAST_COLUMNS = [*FINDING_COLUMNS[:9], "split"]
 PLANTED_PATIENT_ID = "VN-8842-1177"
 """The PatientID planted in every synthetic VinDr DICOM (VinDr's real files have it removed)."""
 SPACING_MM = 0.085
@@ -39,7 +39,9 @@ def _hex(*parts: object) -> str:
     return hashlib.md5("/".join(map(str, parts)).encode()).hexdigest()
 
 
-def generate(out_dir: str | os.PathLike, n_studies: int = 6, height: int = 320, width: int = 256, seed: int = 0) -> Path:
+def generate(
+    out_dir: str | os.PathLike, n_studies: int = 6, height: int = 320, width: int = 256, seed: int = 0
+) -> Path:
     """Write the tree under ``out_dir`` and ``synth_truth.json``; returns ``out_dir``."""
     out = Path(out_dir)
     rng = np.random.default_rng([seed, 21])
@@ -52,12 +54,12 @@ def generate(out_dir: str | os.PathLike, n_studies: int = 6, height: int = 320, 
             for view in ("CC", "MLO"):
                 image_id, series = _hex(seed, study, side, view), _hex(seed, study, side)
                 kinds, names, grades = _findings(rng, ordinal)
-                scene = render_scene(
-                    rng, height, width, side, view, kinds, density=DENSITY_FRACTIONS[density]
-                )
+                scene = render_scene(rng, height, width, side, view, kinds, density=DENSITY_FRACTIONS[density])
                 monochrome1 = ordinal % 3 == 1
                 stored = (4095 - scene.pixels.astype(np.int32)).astype(np.uint16) if monochrome1 else scene.pixels
-                spacing = {} if ordinal == 5 else {"ImagerPixelSpacing" if ordinal % 2 else "PixelSpacing": [SPACING_MM] * 2}
+                spacing = (
+                    {} if ordinal == 5 else {"ImagerPixelSpacing" if ordinal % 2 else "PixelSpacing": [SPACING_MM] * 2}
+                )
                 write_dicom(
                     out / "images" / study / f"{image_id}.dicom",
                     stored,
@@ -79,13 +81,20 @@ def generate(out_dir: str | os.PathLike, n_studies: int = 6, height: int = 320, 
                     finding_rows.append(common | {"finding_categories": "['No Finding']", "finding_birads": ""})
                 for box, row_names, grade in zip(scene.boxes, names, grades, strict=True):
                     fractions = rng.choice([0.0, 0.25, 0.5, 0.75], size=4)
-                    coords = [box[0] - fractions[0], box[1] - fractions[1], box[2] + fractions[2], box[3] + fractions[3]]
+                    coords = [
+                        box[0] - fractions[0],
+                        box[1] - fractions[1],
+                        box[2] + fractions[2],
+                        box[3] + fractions[3],
+                    ]
                     finding_rows.append(
                         common
                         | {
                             "finding_categories": repr(row_names),
                             "finding_birads": f"BI-RADS {grade}" if grade else "",
-                            **dict(zip(("xmin", "ymin", "xmax", "ymax"), (repr(float(v)) for v in coords), strict=True)),
+                            **dict(
+                                zip(("xmin", "ymin", "xmax", "ymax"), (repr(float(v)) for v in coords), strict=True)
+                            ),
                         }
                     )
                     for name in row_names:
