@@ -45,7 +45,7 @@ def _rows(path: Path, columns: tuple[str, ...]) -> list[tuple[int, dict[str, str
 
 
 def _grade(value: str, path: Path, line: int) -> str | None:
-    """ "BI-RADS 4" -> "4"; empty -> None."""
+    """The grade of a BI-RADS string: "BI-RADS 4" -> "4"; empty -> None."""
     if not value:
         return None
     match = _BIRADS.fullmatch(value)
@@ -55,7 +55,7 @@ def _grade(value: str, path: Path, line: int) -> str | None:
 
 
 def _categories(value: str, path: Path, line: int) -> list[str]:
-    """ "['Mass', 'Suspicious Calcification']" -> the list (a Python-list string, as published)."""
+    """The names of a Python-list string such as "['Mass', 'Suspicious Calcification']" (as published)."""
     try:
         parsed = ast.literal_eval(value)
     except (ValueError, SyntaxError):
