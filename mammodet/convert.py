@@ -1,13 +1,34 @@
 """``python -m mammodet.convert data.dicom_root=DIR data.csv_dir=DIR out_dir=DIR``: DICOM -> images + COCO, with the
-settings of ``data.convert`` (the ones training converts with)."""
+settings of ``data.convert`` (the ones training converts with). Another dataset:
+``python -m mammodet.convert dataset=vindr_mammo|inbreast|mini_mias data.root=DIR out_dir=DIR``."""
 
 from __future__ import annotations
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from mammodet import datasets
 from mammodet.config import CONFIG_DIR
 from mammodet.data.conversion import ConvertLockError, ConvertSettings, convert_dataset
+from mammodet.data.record_conversion import convert_records
+from mammodet.errors import UserError
+
+CBIS_DDSM = "cbis_ddsm"
+
+
+def convert_registered(cfg: DictConfig, settings: ConvertSettings, workers: int) -> None:
+    """Convert a dataset of the registry (``dataset=<name>``, files under ``data.root``) and print its counts."""
+    if not cfg.data.get("root"):
+        raise UserError(f"data.root: not set; dataset={cfg.dataset.name} converts the folder of its files")
+    options = OmegaConf.to_container(cfg.dataset, resolve=True)
+    read = datasets.read(cfg.dataset.name, cfg.data.root, options)
+    report = convert_records(read, cfg.out_dir, options["classes"], settings, workers=workers)
+    print(f"converted {report['converted']}, resumed {report['resumed']}, problems reported {len(report['skipped'])}")
+    for split, count in report["images_per_split"].items():
+        ignored = report["ignore_regions_per_split"][split]
+        print(f"  {split:5s} {count:5d} images  lesions {report['lesions_per_split'][split]}  ignore regions {ignored}")
+    print(f"excluded (a lesion cannot be located): {len(report['excluded'])} images")
+    print(f"COCO files in {cfg.out_dir}/annotations, report in {cfg.out_dir}/conversion_report.json")
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="convert")
@@ -16,6 +37,12 @@ def main(cfg: DictConfig) -> None:
     options = OmegaConf.to_container(cfg.data.convert)
     workers = options.pop("workers", 0)
     settings = ConvertSettings(mass_rule=cfg.data.mass_rule, gamma=cfg.data.image_gamma, **options)
+    if cfg.dataset.name != CBIS_DDSM:
+        try:
+            convert_registered(cfg, settings, workers)
+        except ConvertLockError as error:
+            raise SystemExit(f"error: {error}") from None
+        return
     try:
         summary = convert_dataset(
             cfg.data.dicom_root,
