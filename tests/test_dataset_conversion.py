@@ -177,3 +177,14 @@ def test_cbis_ddsm_output_is_byte_identical_to_before(tmp_path: Path) -> None:
     for path in files:
         digest.update(path.relative_to(tmp_path / "out").as_posix().encode() + b"\0" + path.read_bytes())
     assert (len(files), digest.hexdigest()) == (19, CBIS_MAIN_DIGEST)
+
+
+def test_training_records_hold_the_lesions_not_the_ignore_regions(converted: tuple[str, Path, Path]) -> None:
+    from mammodet.data.coco import load_records
+
+    _, _, out = converted
+    for split, coco in _coco(out).items():
+        lesions = [a for a in coco["annotations"] if not a["iscrowd"]]
+        records = load_records(out / "annotations" / f"{split}.json")
+        assert sum(len(r.boxes) for r in records) == len(lesions)
+        assert sorted(int(v) for r in records for v in r.labels) == sorted(a["category_id"] for a in lesions)
