@@ -188,3 +188,14 @@ def test_training_records_hold_the_lesions_not_the_ignore_regions(converted: tup
         records = load_records(out / "annotations" / f"{split}.json")
         assert sum(len(r.boxes) for r in records) == len(lesions)
         assert sorted(int(v) for r in records for v in r.labels) == sorted(a["category_id"] for a in lesions)
+
+
+def test_worker_processes_write_the_same_files(tmp_path: Path) -> None:
+    tree = synth_mias.generate(tmp_path / "tree", n_images=4)
+    for workers in (0, 2):
+        cfg = compose("convert", ["dataset=mini_mias", f"data.root={tree}", f"out_dir={tmp_path / str(workers)}"])
+        convert_registered(cfg, ConvertSettings(), workers=workers)
+    for sub in ("annotations", "images"):
+        names = sorted(p.name for p in (tmp_path / "0" / sub).iterdir())
+        assert names == sorted(p.name for p in (tmp_path / "2" / sub).iterdir())
+        assert all((tmp_path / "0" / sub / n).read_bytes() == (tmp_path / "2" / sub / n).read_bytes() for n in names)
