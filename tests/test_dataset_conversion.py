@@ -199,3 +199,19 @@ def test_worker_processes_write_the_same_files(tmp_path: Path) -> None:
         names = sorted(p.name for p in (tmp_path / "0" / sub).iterdir())
         assert names == sorted(p.name for p in (tmp_path / "2" / sub).iterdir())
         assert all((tmp_path / "0" / sub / n).read_bytes() == (tmp_path / "2" / sub / n).read_bytes() for n in names)
+
+
+def test_map_scores_ignore_regions_as_crowds(converted: tuple[str, Path, Path]) -> None:
+    from mammodet.metrics.coco_io import read_ground_truth
+    from mammodet.metrics.map import mean_average_precision
+
+    _, _, out = converted
+    _, class_names, targets = read_ground_truth(out / "annotations" / "train.json")
+    preds = []
+    for target in targets:  # every lesion found at score 0.5, every ignore region "found" at 0.9 for each class
+        scores = np.where(target["iscrowd"], 0.9, 0.5)
+        preds.append({"boxes": target["boxes"], "labels": target["labels"], "scores": scores})
+    assert any(t["iscrowd"].any() for t in targets)
+    assert mean_average_precision(preds, targets, class_names)["map_50"] == pytest.approx(1.0)
+    dropped = [{k: v[~t["iscrowd"]] for k, v in t.items()} for t in targets]  # ignore regions as background
+    assert mean_average_precision(preds, dropped, class_names)["map_50"] < 1.0
