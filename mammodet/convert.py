@@ -10,19 +10,30 @@ from omegaconf import DictConfig, OmegaConf
 from mammodet import datasets
 from mammodet.config import CONFIG_DIR
 from mammodet.data.conversion import ConvertLockError, ConvertSettings, convert_dataset
-from mammodet.data.record_conversion import convert_records
+from mammodet.data.record_conversion import convert_records, merge_shards, select_shard, shard_dir
 from mammodet.errors import UserError
 
 CBIS_DDSM = "cbis_ddsm"
 
 
 def convert_registered(cfg: DictConfig, settings: ConvertSettings, workers: int) -> None:
-    """Convert a dataset of the registry (``dataset=<name>``, files under ``data.root``) and print its counts."""
+    """Convert a dataset of the registry (``dataset=<name>``, files under ``data.root``), one shard of it
+    (``data.convert.shard=K/N``) or join its shards (``merge=true``), and print its counts."""
     if not cfg.data.get("root"):
         raise UserError(f"data.root: not set; dataset={cfg.dataset.name} converts the folder of its files")
     options = OmegaConf.to_container(cfg.dataset, resolve=True)
     read = datasets.read(cfg.dataset.name, cfg.data.root, options)
-    report = convert_records(read, cfg.out_dir, options["classes"], settings, workers=workers)
+    shard = cfg.data.convert.get("shard")
+    if cfg.get("merge") and shard:
+        raise UserError("merge=true joins the shards: leave data.convert.shard unset")
+    if cfg.get("merge"):
+        report = merge_shards(read, cfg.out_dir, options["classes"], settings, workers=workers)
+    elif shard:
+        out = shard_dir(cfg.out_dir, shard)
+        report = convert_records(select_shard(read, shard), out, options["classes"], settings, workers=workers)
+        print(f"shard {shard} written to {out}; join the shards with merge=true")
+    else:
+        report = convert_records(read, cfg.out_dir, options["classes"], settings, workers=workers)
     print(f"converted {report['converted']}, resumed {report['resumed']}, problems reported {len(report['skipped'])}")
     for split, count in report["images_per_split"].items():
         ignored = report["ignore_regions_per_split"][split]
@@ -36,6 +47,9 @@ def main(cfg: DictConfig) -> None:
     """Convert, then print the per-split counts and where the report is."""
     options = OmegaConf.to_container(cfg.data.convert)
     workers = options.pop("workers", 0)
+    shard = options.pop("shard", None)  # read from cfg by convert_registered
+    if cfg.dataset.name == CBIS_DDSM and (shard is not None or cfg.merge):
+        raise UserError("data.convert.shard and merge=true are for dataset=vindr_mammo|inbreast|mini_mias")
     settings = ConvertSettings(mass_rule=cfg.data.mass_rule, gamma=cfg.data.image_gamma, **options)
     if cfg.dataset.name != CBIS_DDSM:
         try:

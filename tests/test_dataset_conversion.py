@@ -215,3 +215,32 @@ def test_map_scores_ignore_regions_as_crowds(converted: tuple[str, Path, Path]) 
     assert mean_average_precision(preds, targets, class_names)["map_50"] == pytest.approx(1.0)
     dropped = [{k: v[~t["iscrowd"]] for k, v in t.items()} for t in targets]  # ignore regions as background
     assert mean_average_precision(preds, dropped, class_names)["map_50"] < 1.0
+
+
+def _tree_bytes(out: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(out)): p.read_bytes() for sub in ("annotations", "images") for p in (out / sub).iterdir()}
+
+
+def test_shards_merge_into_what_one_process_writes(tmp_path: Path) -> None:
+    tree = synth_inbreast.generate(tmp_path / "tree", n_patients=4)
+    base = ["dataset=inbreast", f"data.root={tree}"]
+    convert_registered(compose("convert", [*base, f"out_dir={tmp_path / 'one'}"]), ConvertSettings(), workers=0)
+    sharded = tmp_path / "sharded"
+    for k in (1, 2, 3):
+        cfg = compose("convert", [*base, f"out_dir={sharded}", f"data.convert.shard={k}/3"])
+        convert_registered(cfg, ConvertSettings(), workers=0)
+    parts = [{p.stem for p in (sharded / "shards" / f"{k}-of-3" / "images").iterdir()} for k in (1, 2, 3)]
+    assert [len(p) for p in parts] == [3, 3, 2] and len(set.union(*parts)) == 8
+    convert_registered(compose("convert", [*base, f"out_dir={sharded}", "merge=true"]), ConvertSettings(), workers=0)
+    assert _tree_bytes(sharded) == _tree_bytes(tmp_path / "one") and not (sharded / "shards").exists()
+    report = json.loads((sharded / "conversion_report.json").read_text())
+    assert (report["converted"], report["resumed"]) == (0, 8)
+
+
+def test_bad_shard_and_empty_merge_are_user_errors(tmp_path: Path) -> None:
+    tree = synth_mias.generate(tmp_path / "tree", n_images=2)
+    base = ["dataset=mini_mias", f"data.root={tree}", f"out_dir={tmp_path / 'out'}"]
+    with pytest.raises(UserError, match=r"data\.convert\.shard=4/3: expected K/N with 1 <= K <= N"):
+        convert_registered(compose("convert", [*base, "data.convert.shard=4/3"]), ConvertSettings(), workers=0)
+    with pytest.raises(UserError, match=r"shards: no shard to merge"):
+        convert_registered(compose("convert", [*base, "merge=true"]), ConvertSettings(), workers=0)

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -42,6 +44,10 @@ from mammodet.data.dicom import DicomError, check_pixel_count, read_dicom, read_
 from mammodet.data.preprocess import crop_and_resize, crop_box_covering, map_boxes
 from mammodet.data.records import DatasetRecords, Finding, MammogramRecord
 from mammodet.data.splits import SPLITS
+from mammodet.errors import UserError
+
+SHARDS_DIR = "shards"
+_SHARD = re.compile(r"(\d+)/(\d+)")
 
 
 def decode(record: MammogramRecord, settings: ConvertSettings) -> np.ndarray:
@@ -239,3 +245,50 @@ def convert_records(
             report["ignore_regions_per_split"][split] = labels.get(None, 0)
         write_json_atomic(report, out / "conversion_report.json")
     return report
+
+
+def parse_shard(shard: str) -> tuple[int, int]:
+    """``"K/N"`` -> (K, N) with 1 <= K <= N; ``UserError`` naming ``data.convert.shard`` otherwise."""
+    match = _SHARD.fullmatch(str(shard).strip())
+    if match is None or not 1 <= int(match[1]) <= int(match[2]):
+        raise UserError(f"data.convert.shard={shard}: expected K/N with 1 <= K <= N (e.g. 3/8)")
+    return int(match[1]), int(match[2])
+
+
+def shard_dir(out_dir: str | os.PathLike, shard: str) -> Path:
+    """Where shard ``K/N`` converts to: ``out_dir/shards/K-of-N``."""
+    k, n = parse_shard(shard)
+    return Path(out_dir) / SHARDS_DIR / f"{k}-of-{n}"
+
+
+def select_shard(read: DatasetRecords, shard: str) -> DatasetRecords:
+    """The records of shard ``K/N``: every N-th record in key order from the K-th, so the N shards are disjoint
+    and cover the dataset whichever process or array task runs which."""
+    k, n = parse_shard(shard)
+    ordered = sorted(read.records, key=lambda r: r.key)
+    return DatasetRecords(ordered[k - 1 :: n], read.problems)
+
+
+def merge_shards(
+    read: DatasetRecords,
+    out_dir: str | os.PathLike,
+    classes: Sequence[str],
+    settings: ConvertSettings,
+    workers: int = 0,
+) -> dict[str, Any]:
+    """Move every shard's images and records into ``out_dir``, then write the COCO files and report of the whole
+    dataset: the shards' records resume (verified by size and SHA-256), anything no shard converted is converted
+    now. Returns the report."""
+    out = Path(out_dir)
+    shards = sorted(p for p in (out / SHARDS_DIR).glob("*-of-*") if p.is_dir())
+    if not shards:
+        raise UserError(f"{out / SHARDS_DIR}: no shard to merge (convert with data.convert.shard=K/N first)")
+    for shard in shards:
+        with out_dir_lock(shard):  # a shard still converting stops the merge with ConvertLockError
+            for sub in ("images", "records"):
+                (out / sub).mkdir(parents=True, exist_ok=True)
+                for path in sorted((shard / sub).glob("*")) if (shard / sub).is_dir() else []:
+                    os.replace(path, out / sub / path.name)
+        shutil.rmtree(shard)
+    (out / SHARDS_DIR).rmdir()
+    return convert_records(read, out, classes, settings, workers=workers)
