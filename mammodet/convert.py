@@ -23,17 +23,20 @@ def convert_registered(cfg: DictConfig, settings: ConvertSettings, workers: int)
         raise UserError(f"data.root: not set; dataset={cfg.dataset.name} converts the folder of its files")
     options = OmegaConf.to_container(cfg.dataset, resolve=True)
     read = datasets.read(cfg.dataset.name, cfg.data.root, options)
-    shard = cfg.data.convert.get("shard")
+    shard, spacing = cfg.data.convert.get("shard"), cfg.data.get("pixel_spacing_mm")
+    if spacing is not None and not float(spacing) > 0:
+        raise UserError(f"data.pixel_spacing_mm={spacing}: must be a positive spacing in mm (e.g. 0.1), or null")
+    common = {"workers": workers, "pixel_spacing_mm": float(spacing) if spacing else None}
     if cfg.get("merge") and shard:
         raise UserError("merge=true joins the shards: leave data.convert.shard unset")
     if cfg.get("merge"):
-        report = merge_shards(read, cfg.out_dir, options["classes"], settings, workers=workers)
+        report = merge_shards(read, cfg.out_dir, options["classes"], settings, **common)
     elif shard:
         out = shard_dir(cfg.out_dir, shard)
-        report = convert_records(select_shard(read, shard), out, options["classes"], settings, workers=workers)
+        report = convert_records(select_shard(read, shard), out, options["classes"], settings, **common)
         print(f"shard {shard} written to {out}; join the shards with merge=true")
     else:
-        report = convert_records(read, cfg.out_dir, options["classes"], settings, workers=workers)
+        report = convert_records(read, cfg.out_dir, options["classes"], settings, **common)
     print(f"converted {report['converted']}, resumed {report['resumed']}, problems reported {len(report['skipped'])}")
     for split, count in report["images_per_split"].items():
         ignored = report["ignore_regions_per_split"][split]
@@ -48,8 +51,10 @@ def main(cfg: DictConfig) -> None:
     options = OmegaConf.to_container(cfg.data.convert)
     workers = options.pop("workers", 0)
     shard = options.pop("shard", None)  # read from cfg by convert_registered
-    if cfg.dataset.name == CBIS_DDSM and (shard is not None or cfg.merge):
-        raise UserError("data.convert.shard and merge=true are for dataset=vindr_mammo|inbreast|mini_mias")
+    if cfg.dataset.name == CBIS_DDSM and (shard is not None or cfg.merge or cfg.data.pixel_spacing_mm is not None):
+        raise UserError(
+            "data.convert.shard, merge=true and data.pixel_spacing_mm are for dataset=vindr_mammo|inbreast|mini_mias"
+        )
     settings = ConvertSettings(mass_rule=cfg.data.mass_rule, gamma=cfg.data.image_gamma, **options)
     if cfg.dataset.name != CBIS_DDSM:
         try:

@@ -47,8 +47,8 @@ def _coco(out: Path) -> dict[str, dict]:
     }
 
 
-def test_every_finding_maps_back_to_where_the_generator_put_it(converted: tuple[str, Path, Path]) -> None:
-    _, tree, out = converted
+def _check_maps_back(tree: Path, out: Path) -> None:
+    """Every COCO box, mapped back by box / scale + (x0, y0), is the generator's box; nothing lost unreported."""
     truth = json.loads((tree / "synth_truth.json").read_text())["images"]
     seen = set()
     for coco in _coco(out).values():
@@ -78,6 +78,10 @@ def test_every_finding_maps_back_to_where_the_generator_put_it(converted: tuple[
     report = json.loads((out / "conversion_report.json").read_text())
     assert seen | {e["key"] for e in report["excluded"]} == set(truth)
     assert report["skipped"] == []
+
+
+def test_every_finding_maps_back_to_where_the_generator_put_it(converted: tuple[str, Path, Path]) -> None:
+    _check_maps_back(*converted[1:])
 
 
 def test_coco_images_carry_the_record_fields(converted: tuple[str, Path, Path]) -> None:
@@ -244,3 +248,25 @@ def test_bad_shard_and_empty_merge_are_user_errors(tmp_path: Path) -> None:
         convert_registered(compose("convert", [*base, "data.convert.shard=4/3"]), ConvertSettings(), workers=0)
     with pytest.raises(UserError, match=r"shards: no shard to merge"):
         convert_registered(compose("convert", [*base, "merge=true"]), ConvertSettings(), workers=0)
+
+
+@pytest.mark.parametrize(("generator", "name"), [(synth_mias, "mini_mias"), (synth_inbreast, "inbreast")])
+def test_pixel_spacing_resamples_every_image_to_one_scale(generator, name: str, tmp_path: Path) -> None:
+    tree = generator.generate(tmp_path / "tree", **({"n_images": 2} if name == "mini_mias" else {"n_patients": 2}))
+    out = tmp_path / "out"
+    cfg = compose("convert", [f"dataset={name}", f"data.root={tree}", f"out_dir={out}", "data.pixel_spacing_mm=0.1"])
+    convert_registered(cfg, ConvertSettings(), workers=0)
+    _check_maps_back(tree, out)
+    for image in (i for coco in _coco(out).values() for i in coco["images"]):
+        x0, y0, x1, y1 = image["crop_box"]
+        assert image["width"] == round((x1 - x0) * image["pixel_spacing_mm"] / 0.1)
+        assert image["height"] == round((y1 - y0) * image["pixel_spacing_mm"] / 0.1)
+    assert json.loads((out / "conversion_report.json").read_text())["pixel_spacing_mm"] == 0.1
+    with pytest.raises(UserError, match=r"data\.pixel_spacing_mm=-1: must be a positive spacing"):
+        convert_registered(
+            compose("convert", [*cfg_overrides(name, tree, out), "data.pixel_spacing_mm=-1"]), ConvertSettings(), 0
+        )
+
+
+def cfg_overrides(name: str, tree: Path, out: Path) -> list[str]:
+    return [f"dataset={name}", f"data.root={tree}", f"out_dir={out}"]

@@ -80,18 +80,38 @@ def _finding_dict(finding: Finding, box: Sequence[float], source_box: Sequence[f
     }
 
 
-def _fingerprint(record: MammogramRecord, settings: ConvertSettings) -> dict[str, Any]:
-    """What a converted record must still match to be resumed: the settings and the reader's record."""
+def _fingerprint(record: MammogramRecord, settings: ConvertSettings, spacing_mm: float | None) -> dict[str, Any]:
+    """What a converted record must still match to be resumed: the settings, the spacing and the reader's record."""
     described = asdict(record)
     described["pixels"] = {"path": str(record.pixels.path), "format": record.pixels.format}
-    return {"settings": asdict(settings), "source": json.loads(json.dumps(described))}
+    source = json.loads(json.dumps(described))
+    return {"settings": asdict(settings), "pixel_spacing_mm": spacing_mm, "source": source}
 
 
-def convert_one(record: MammogramRecord, out_dir: str, settings: ConvertSettings) -> dict[str, Any]:
-    """Convert one record; returns its conversion record (also written to ``records/<key>.json``)."""
+def resample_crop(
+    pixels: np.ndarray, crop_box: Sequence[int], factor: float, max_side: int | None
+) -> tuple[np.ndarray, float]:
+    """Crop, then resize by ``factor`` (source spacing / target spacing), shrunk further to ``max_side``; returns
+    the image and its horizontal scale (output width / crop width), the one scale of the COCO contract."""
+    x0, y0, x1, y1 = crop_box
+    crop = pixels[y0:y1, x0:x1]
+    h, w = crop.shape
+    scale = factor if not max_side or max(h, w) * factor <= max_side else max_side / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    if size == (w, h):
+        return np.ascontiguousarray(crop), 1.0
+    interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    return cv2.resize(crop, size, interpolation=interpolation), size[0] / w
+
+
+def convert_one(
+    record: MammogramRecord, out_dir: str, settings: ConvertSettings, pixel_spacing_mm: float | None = None
+) -> dict[str, Any]:
+    """Convert one record (resampled to ``pixel_spacing_mm`` when given); returns its conversion record (also
+    written to ``records/<key>.json``)."""
     out = Path(out_dir)
     record_path = out / "records" / f"{record.key}.json"
-    fingerprint = _fingerprint(record, settings)
+    fingerprint = _fingerprint(record, settings, pixel_spacing_mm)
     try:
         done = json.loads(record_path.read_text())
     except (OSError, ValueError):
@@ -123,7 +143,10 @@ def convert_one(record: MammogramRecord, out_dir: str, settings: ConvertSettings
     height, width = pixels.shape
     source_boxes = [_clip(f.box, width, height) for f in record.findings]
     crop_box = crop_box_covering(pixels, source_boxes) if settings.crop_breast else (0, 0, width, height)
-    image, (scale, _) = crop_and_resize(pixels, crop_box, settings.max_side)
+    if pixel_spacing_mm:
+        image, scale = resample_crop(pixels, crop_box, record.pixel_spacing_mm / pixel_spacing_mm, settings.max_side)
+    else:
+        image, (scale, _) = crop_and_resize(pixels, crop_box, settings.max_side)
     # One scale for both axes, the COCO files' contract (box_source = box / scale + (x0, y0)); the rounded
     # height makes the image's own vertical scale differ from it by under half an output pixel.
     boxes = map_boxes(np.array(source_boxes), crop_box, (scale, scale)) if source_boxes else np.zeros((0, 4))
@@ -187,9 +210,11 @@ def convert_records(
     classes: Sequence[str],
     settings: ConvertSettings,
     workers: int = 0,
+    pixel_spacing_mm: float | None = None,
 ) -> dict[str, Any]:
-    """Convert a reader's records under ``out_dir`` (images, records, COCO files, ``conversion_report.json``);
-    returns the report. Raises ``ConvertLockError`` while another conversion writes to ``out_dir``."""
+    """Convert a reader's records under ``out_dir`` (images, records, COCO files, ``conversion_report.json``),
+    every image resampled to ``pixel_spacing_mm`` when given; returns the report. Raises ``ConvertLockError``
+    while another conversion writes to ``out_dir``."""
     if settings.image_format not in IMAGE_FORMATS:
         raise ValueError(f"unknown image_format {settings.image_format!r}; choose one of {sorted(IMAGE_FORMATS)}")
     out = Path(out_dir)
@@ -211,16 +236,17 @@ def convert_records(
 
         if workers > 0:
             with ProcessPoolExecutor(workers, initializer=exit_with_parent, initargs=(os.getpid(),)) as pool:
-                futures = {pool.submit(convert_one, r, str(out), settings): r for r in read.records}
+                futures = {pool.submit(convert_one, r, str(out), settings, pixel_spacing_mm): r for r in read.records}
                 for future in as_completed(futures):
                     collect(futures[future], future.result)
         else:
             for record in read.records:
-                collect(record, lambda record=record: convert_one(record, str(out), settings))
+                collect(record, lambda record=record: convert_one(record, str(out), settings, pixel_spacing_mm))
         progress.close()
         kept = [r for r in results if "excluded" not in r]
         report: dict[str, Any] = {
             "dataset": dataset,
+            "pixel_spacing_mm": pixel_spacing_mm,
             "classes": list(classes),
             "converted": sum(not r.get("resumed") for r in kept),
             "resumed": sum(bool(r.get("resumed")) for r in kept),
@@ -275,6 +301,7 @@ def merge_shards(
     classes: Sequence[str],
     settings: ConvertSettings,
     workers: int = 0,
+    pixel_spacing_mm: float | None = None,
 ) -> dict[str, Any]:
     """Move every shard's images and records into ``out_dir``, then write the COCO files and report of the whole
     dataset: the shards' records resume (verified by size and SHA-256), anything no shard converted is converted
@@ -291,4 +318,4 @@ def merge_shards(
                     os.replace(path, out / sub / path.name)
         shutil.rmtree(shard)
     (out / SHARDS_DIR).rmdir()
-    return convert_records(read, out, classes, settings, workers=workers)
+    return convert_records(read, out, classes, settings, workers=workers, pixel_spacing_mm=pixel_spacing_mm)
