@@ -55,7 +55,11 @@ _RANGES: dict[str, tuple[int, int]] = {"density": (1, 4), "assessment": (0, 5), 
 PATHOLOGIES = ("BENIGN", "BENIGN_WITHOUT_CALLBACK", "MALIGNANT")
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _CELL_END = re.compile(r"[,\n]")
-_PATH_COLUMNS = {"image_path": "image file path", "crop_path": "cropped image file path", "mask_path": "ROI mask file path"}
+_PATH_COLUMNS = {
+    "image_path": "image file path",
+    "crop_path": "cropped image file path",
+    "mask_path": "ROI mask file path",
+}
 
 
 @dataclass(frozen=True)
@@ -225,9 +229,10 @@ def read_case_csv(path: str | os.PathLike, official_split: str | None = None) ->
         missing = {"patient_id", "side", "view", "abnormality_type", "image_path", "mask_path"} - set(columns)
         if missing:
             raise UserError(f"{path}: not a CBIS-DDSM case-description CSV, missing columns {sorted(missing)}")
-        cells_read = _rows_of(reader, path)
-        for cells in cells_read:
-            line = reader.line_num
+        end = reader.line_num
+        for cells in _rows_of(reader, path):
+            start, line = end + 1, reader.line_num  # a row spans lines start..line (quoted paths end in a newline)
+            end = line
             if not any(_clean(c) for c in cells):
                 continue
             if len(cells) != len(header) or any("\n" in c.strip() for c in cells):
@@ -235,7 +240,7 @@ def read_case_csv(path: str | os.PathLike, official_split: str | None = None) ->
                 issues.append(DataIssue(name, line, "row", str(len(cells)), f"expected {len(header)} cells; skipped"))
                 continue
             values = {col: _clean(cell) for col, cell in zip(columns, cells, strict=True) if col}
-            _check_path_values(values, name, line)
+            _check_path_values(values, name, start)
             kind = values["abnormality_type"].lower()
             if kind not in ("mass", "calcification"):
                 issues.append(DataIssue(name, line, "abnormality_type", kind, "unknown type; skipped"))
