@@ -29,12 +29,11 @@ def convert_registered(cfg: DictConfig, settings: ConvertSettings, workers: int)
     common = {"workers": workers, "pixel_spacing_mm": float(spacing) if spacing else None}
     if cfg.get("merge") and shard:
         raise UserError("merge=true joins the shards: leave data.convert.shard unset")
+    out = shard_dir(cfg.out_dir, shard) if shard else cfg.out_dir
     if cfg.get("merge"):
         report = merge_shards(read, cfg.out_dir, options["classes"], settings, **common)
     elif shard:
-        out = shard_dir(cfg.out_dir, shard)
         report = convert_records(select_shard(read, shard), out, options["classes"], settings, **common)
-        print(f"shard {shard} written to {out}; join the shards with merge=true")
     else:
         report = convert_records(read, cfg.out_dir, options["classes"], settings, **common)
     print(f"converted {report['converted']}, resumed {report['resumed']}, problems reported {len(report['skipped'])}")
@@ -42,7 +41,9 @@ def convert_registered(cfg: DictConfig, settings: ConvertSettings, workers: int)
         ignored = report["ignore_regions_per_split"][split]
         print(f"  {split:5s} {count:5d} images  lesions {report['lesions_per_split'][split]}  ignore regions {ignored}")
     print(f"excluded (a lesion cannot be located): {len(report['excluded'])} images")
-    print(f"COCO files in {cfg.out_dir}/annotations, report in {cfg.out_dir}/conversion_report.json")
+    print(f"COCO files in {out}/annotations, report in {out}/conversion_report.json")
+    if shard:
+        print(f"shard {shard} done; join the shards with merge=true")
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="convert")
