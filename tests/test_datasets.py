@@ -233,3 +233,14 @@ def test_no_identifier_in_any_record(vindr_tree: Path, inbreast_tree: Path) -> N
     planted = [*PLANTED_IDENTIFIERS.values(), synth_vindr.PLANTED_PATIENT_ID, synth_inbreast.PLANTED_PATIENT_ID]
     assert not [v for v in planted if v in text]
     assert synth_inbreast.PLANTED_DATE not in text
+
+
+def test_synth_command_writes_each_format_and_names_the_known_ones(tmp_path: Path) -> None:
+    from mammodet.synth import generate_format
+
+    generate_format("mini_mias", str(tmp_path / "mias"), seed=3)
+    assert (tmp_path / "mias" / "Info.txt").is_file() and len(list((tmp_path / "mias").glob("mdb*.pgm"))) == 8
+    with pytest.raises(
+        UserError, match=r"format=scene: no synthetic generator .* cbis_ddsm, inbreast, mini_mias, vindr"
+    ):
+        generate_format("scene", str(tmp_path / "x"), seed=0)
