@@ -507,8 +507,13 @@ def _convert_all(
     workers: int,
     summary: ConversionSummary,
 ) -> list[dict]:
-    """Run ``convert_one`` on every mammogram (in ``workers`` processes, 0: here); failures go to ``summary``."""
+    """Run ``convert_one`` on every mammogram (in ``workers`` processes, 0: here); failures go to ``summary``.
+
+    Records and failures come back in the order of ``mammograms`` whatever order the workers finish in, so the
+    report is the same with any number of workers.
+    """
     records: list[dict] = []
+    failures: list[dict] = []
     jobs = [(m, assignment[m.key], dicom_root, str(out), settings) for m in mammograms]
     progress = tqdm(total=len(jobs), desc="convert", unit="img")
 
@@ -516,7 +521,7 @@ def _convert_all(
         try:
             records.append(compute())
         except (LayoutError, DicomError, OSError) as error:  # a bad input file; a failed write is fatal
-            summary.skipped.append(
+            failures.append(
                 {
                     "key": mammogram.key,
                     "file": mammogram.image_paths[0],
@@ -543,4 +548,6 @@ def _convert_all(
                 collect(job[0], lambda job=job: convert_one(*job))
     finally:
         progress.close()
-    return records
+    order = {m.key: i for i, m in enumerate(mammograms)}
+    summary.skipped.extend(sorted(failures, key=lambda f: order[f["key"]]))
+    return sorted(records, key=lambda r: order[r["key"]])
