@@ -59,3 +59,22 @@ def test_evaluate_writes_density_keys_for_a_converted_dataset(tmp_path: Path) ->
     assert keys == [f"density/{d}/{m}" for d in present for m in ("ap_50", "sens_at_1fp")]
     assert [metrics[k] for k in keys] == pytest.approx([1.0] * 4)
     assert json.loads((tmp_path / "e" / "metrics.json").read_text())["density/C/ap_50"] == metrics["density/C/ap_50"]
+
+
+@pytest.mark.slow
+def test_a_cbis_checkpoint_evaluates_a_converted_vindr_test_split(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    from mammodet.convert import convert_registered
+    from mammodet.data.conversion import ConvertSettings
+
+    tree = synth_vindr.generate(tmp_path / "tree")
+    out = tmp_path / "vindr"
+    convert_registered(
+        compose("convert", ["dataset=vindr_mammo", f"data.root={tree}", f"out_dir={out}"]), ConvertSettings(), 0
+    )
+    overrides = [f"ckpt_path={tiny_checkpoint}", f"data.image_dir={out}", "split=test", f"out_dir={tmp_path / 'e'}"]
+    metrics = evaluate(compose("evaluate", [*overrides, "n_boot=10", "num_workers=0", "device=cpu"]))
+    assert metrics["source"]["annotations"] == str(out / "annotations" / "test.json")
+    assert metrics["num_images"] == 8
+    assert sorted(k for k in metrics if k.startswith("density/")) == [
+        f"density/{d}/{m}" for d in ("B", "C") for m in ("ap_50", "sens_at_1fp")
+    ]
