@@ -75,6 +75,10 @@ def main(cfg: DictConfig) -> None:
     except ConvertLockError as error:
         raise SystemExit(f"error: {error}") from None
     print(f"converted {summary.converted}, resumed {summary.resumed}, problems reported {len(summary.skipped)}")
+    if summary.redone:
+        print(f"redone (their CSV rows, files or settings changed): {len(summary.redone)}, listed in the report")
+    if summary.duplicate_rows:
+        print(f"duplicate CSV rows dropped: {summary.duplicate_rows}")
     for split, count in summary.images_per_split.items():
         print(f"  {split:5s} {count:5d} images  lesions {summary.lesions_per_split[split]}")
     lost = sum(summary.lesions_lost.values())

@@ -29,6 +29,8 @@ def markdown(dataset: CbisDataset, split_options: dict[str, object]) -> str:
         f"{len(dataset.rows)} abnormalities, {len(dataset.mammograms)} physical mammograms, "
         f"{len({m.patient_id for m in dataset.mammograms})} patients"
     ]
+    if dataset.duplicate_rows:
+        lines.append(f"{dataset.duplicate_rows} duplicate CSV rows dropped (exact copies of an earlier row)")
     options = {k: v for k, v in split_options.items() if k != "mode"}
     for rule in MASS_RULES:
         for mode in MODES:

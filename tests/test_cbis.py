@@ -163,6 +163,9 @@ def test_duplicated_rows_are_dropped_and_reported(tmp_path: Path, real_csv_dir: 
     ]
     view = next(m for m in dataset.mammograms if m.key == f"{first.patient_id}_{first.side}_{first.view}")
     assert len(view.abnormalities) == 1
+    from mammodet.stats import markdown
+
+    assert markdown(dataset, {}).splitlines()[1] == "2 duplicate CSV rows dropped (exact copies of an earlier row)"
 
 
 def test_an_unbalanced_quote_is_refused_naming_its_line(tmp_path: Path, real_csv_dir: Path) -> None:

@@ -514,3 +514,8 @@ def test_training_reconverts_a_conversion_made_with_other_settings(synthetic_cla
     }
     assert module(with_sources=False, **asked).stale_conversion() == []
     assert module(**asked).stale_conversion() == []
+    (conv / "conversion.json").unlink()  # an older or unfinished conversion: unknown settings
+    assert module(**asked).stale_conversion() is None
+    module(**asked).prepare_data()  # converted again (all resumed), so its settings are known again
+    assert module(with_sources=False, **asked).stale_conversion() == []
+    assert json.loads((conv / "conversion_report.json").read_text())["converted"] == 0
