@@ -37,6 +37,7 @@ from mammodet.metrics.plots import (
     worst_false_positives,
 )
 from mammodet.metrics.results import EvalSettings, evaluate_detections, markdown_table
+from mammodet.metrics.strata import density_values
 
 if TYPE_CHECKING:
     from mammodet.data.sources import ImageSource
@@ -184,6 +185,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     image_ids = [record.image_id for record in records]
     evaluation = evaluate_detections(preds, targets, groups, class_names, settings, image_ids)
     metrics = {**evaluation.metrics, "source": {**origin, "annotations": str(annotations)}}
+    density_of = {image["id"]: image.get("density") for image in read_json(annotations, "annotations")["images"]}
+    densities = [density_of.get(record.image_id) for record in records]
+    metrics.update(density_values(preds, targets, densities, class_names, settings.iou_threshold, settings.criterion))
 
     table = markdown_table(metrics)
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))

@@ -1,5 +1,6 @@
 """``python -m mammodet.report run_dir=DIR [out_dir=DIR] [metrics=FILE]``: the analysis report of a training
-run, or of every run of a multirun sweep (figures, ``analysis_report.md``, ``project_summary.csv``)."""
+run, or of every run of a multirun sweep (figures, ``analysis_report.md``, ``project_summary.csv``);
+``python -m mammodet.report eval_dirs=[A,B,C] out_dir=OUT``: the cross-dataset table and plot of evaluations."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from mammodet.analysis.cross_dataset import write_cross_dataset
 from mammodet.analysis.writer import write_report
 from mammodet.cli import command
 from mammodet.errors import UserError
@@ -16,6 +18,10 @@ from mammodet.errors import UserError
 def main(cfg: DictConfig) -> None:
     """Write the report and print where it is and what it found; a run folder with nothing to report is an error
     naming it."""
+    if cfg.get("eval_dirs"):
+        for path in write_cross_dataset(list(cfg.eval_dirs), cfg.out_dir).values():
+            print(path)
+        return
     run_dir = Path(cfg.run_dir)
     if not run_dir.is_dir():
         raise UserError(
