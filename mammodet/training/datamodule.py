@@ -37,7 +37,14 @@ from mammodet.data.conversion import (
 )
 from mammodet.data.detection_dataset import CropDataset, WholeImageDataset, collate
 from mammodet.data.provenance import provenance_of
-from mammodet.data.sources import CacheSettings, CacheSource, DicomSource, FileSource, ImageSource
+from mammodet.data.sources import (
+    CacheSettings,
+    CacheSource,
+    DicomSource,
+    FileSource,
+    ImageSource,
+    check_cache_input,
+)
 from mammodet.errors import UserError
 from mammodet.training.transforms import build_augment
 
@@ -100,8 +107,8 @@ class DetectionDataModule(L.LightningDataModule):
         self.cache_dir = Path(cache_options.pop("dir", None) or Path(image_dir) / "cache")
         self.cache_workers = cache_options.pop("workers", 0)
         self.cache_settings = CacheSettings(gamma=image_gamma, **cache_options)
-        if source == "cache" and self.cache_settings.input == "dicom" and not dicom_root:
-            raise UserError("data.source=cache with data.cache.input=dicom needs data.dicom_root")
+        if source == "cache":
+            check_cache_input(self.cache_settings, dicom_root)
         self.image_dir = Path(image_dir)
         self.csv_dir, self.dicom_root, self.source_name = csv_dir, dicom_root, source
         self.mass_rule, self.split_options = mass_rule, dict(split or {})
