@@ -6,10 +6,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from mammodet.config import CONFIG_DIR
+from mammodet.cli import command
 from mammodet.errors import UserError
 from mammodet.serving.export import checkpoint_data, export_model, push_to_hub, trained_on
 from mammodet.serving.inference import Detector
@@ -30,14 +29,13 @@ def read_metrics(path: str) -> dict[str, Any]:
     return metrics
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="export")
+@command("export")
 def main(cfg: DictConfig) -> None:
     """Export on the CPU; upload when ``push_to_hub`` names a repository."""
-    detector = Detector.from_checkpoint(cfg.ckpt_path, "cpu", score_thresh=cfg.score_thresh)
     metrics = read_metrics(cfg.metrics_path) if cfg.metrics_path else None
-    onnx_size = OmegaConf.to_container(cfg.onnx_size) if cfg.onnx_size else None
+    detector = Detector.from_checkpoint(cfg.ckpt_path, "cpu", score_thresh=cfg.score_thresh)
     dataset_name = cfg.dataset_name or trained_on(checkpoint_data(cfg.ckpt_path))
-    files = export_model(detector, cfg.out_dir, metrics, cfg.onnx, onnx_size, dataset_name, cfg.metrics_path)
+    files = export_model(detector, cfg.out_dir, metrics, cfg.onnx, dataset_name, cfg.metrics_path)
     for kind, path in files.items():
         print(f"{kind:12s} {path}")
     if cfg.push_to_hub:

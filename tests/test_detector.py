@@ -14,12 +14,12 @@ import torch
 from lightning import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
-from mammodet.models.drawing import draw_detections
 from torch import Tensor
 from torch.utils.data import DataLoader
 
 from mammodet.models import FasterRCNNModule, weights
 from mammodet.models.builders import build_detector
+from mammodet.models.drawing import draw_detections
 from mammodet.models.optim import lr_factor
 from mammodet.models.roi_stats import fast_rcnn_accuracy
 

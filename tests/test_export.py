@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ import onnx
 import pytest
 import torch
 import yaml
+from helpers import random_checkpoint, real_mammogram_files
 from safetensors.torch import load_file
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
@@ -24,10 +26,13 @@ from mammodet.export import main as export_main
 from mammodet.models import FasterRCNNModule
 from mammodet.serving import export as export_module
 from mammodet.serving.export import (
+    EXPORTER_NOTE,
+    SYNTHETIC,
     checkpoint_data,
+    export_model,
     exportable,
     onnx_forward,
-    padded,
+    parity_matches,
     torchscript_forward,
     trained_on,
 )
@@ -79,9 +84,10 @@ def test_files_config_and_weights(exported: Path, detector: Detector) -> None:
     config = json.loads((exported / "config.json").read_text())
     assert {key: config[key] for key in detector.info()} == detector.info()
     assert config["files"] == {"safetensors": "model.safetensors", "torchscript": "model.pt", "onnx": "model.onnx"}
+    assert config["exporter"] == {"tool": "torchscript", "why": EXPORTER_NOTE}
     assert config["onnx"]["input"] == {
         "name": "image",
-        "shape": [1, 3, 160, 160],
+        "shape": [1, 3, "height", "width"],
         "dtype": "float32",
         "range": [0.0, 1.0],
     }
@@ -213,9 +219,12 @@ def test_the_card_names_the_data_the_checkpoint_was_trained_on(
     data = checkpoint_data(tiny_checkpoint)  # csv_dir beside the generator's synth_truth.json
     assert data["dataset"] == "synthetic CBIS-DDSM" and trained_on(data) == "synthetic CBIS-DDSM"
     (tmp_path / "csv").mkdir()
-    real = {**data, "csv_dir": str(tmp_path / "csv"), "dataset": "CBIS-DDSM"}
+    assert data["provenance"] == "synthetic"  # recorded at training
+    real = {**data, "csv_dir": str(tmp_path / "csv"), "dataset": "CBIS-DDSM", "provenance": "real"}
     assert trained_on(real) == "CBIS-DDSM" and trained_on({**real, "dataset": None}) == "CBIS-DDSM"
-    assert trained_on({**real, "dataset": "synthetic CBIS-DDSM"}) == "synthetic CBIS-DDSM"
+    assert trained_on({**real, "provenance": "synthetic"}) == "synthetic CBIS-DDSM"  # even when the data are gone
+    older = {key: value for key, value in real.items() if key != "provenance"}  # a checkpoint from before
+    assert trained_on(older) == "CBIS-DDSM" and trained_on({**older, "dataset": "synthetic CBIS-DDSM"}) == SYNTHETIC
     config = json.loads((exported / "config.json").read_text())
     assert "mammodet.synth" not in model_card(config, None, "CBIS-DDSM")
 
@@ -242,7 +251,7 @@ def runtimes(exported: Path) -> dict[str, Forward]:
     """The exported TorchScript and ONNX models, loaded once."""
     return {
         "torchscript": torchscript_forward(exported / "model.pt"),
-        "onnx": onnx_forward(exported / "model.onnx", (160, 160)),
+        "onnx": onnx_forward(exported / "model.onnx"),
     }
 
 
@@ -253,9 +262,49 @@ def test_torchscript_and_onnx_match_pytorch(
     prepared = detector.prepare(mammograms[image])
     reference = detector.run([prepared])[0]
     assert_same(detector.run([prepared], runtimes["torchscript"])[0], reference, 1e-4, 1e-6)
-    # ONNX takes a fixed 160 x 160 input: PyTorch on the same padded input is the reference.
-    padded_reference = detector.run([prepared], padded(detector.forward, (160, 160)))[0]
-    assert_same(detector.run([prepared], runtimes["onnx"])[0], padded_reference, 1e-2, 1e-4)
+    onnx_detections = detector.run([prepared], runtimes["onnx"])[0]
+    assert parity_matches(reference, onnx_detections) == len(reference.scores) == len(onnx_detections.scores) > 0
+
+
+@pytest.fixture(scope="module")
+def random_export(tmp_path_factory: pytest.TempPathFactory) -> tuple[Detector, Path, list[warnings.WarningMessage]]:
+    """A random-weight small detector exported to ONNX, with every warning the export raised."""
+    work = tmp_path_factory.mktemp("random_export")
+    detector = Detector.from_checkpoint(random_checkpoint(work / "random.ckpt"), "cpu")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        files = export_model(detector, work / "model")
+    return detector, files["onnx"], caught
+
+
+def test_export_prints_no_deprecation_warning(random_export: tuple[Detector, Path, list]) -> None:
+    caught = random_export[2]
+    assert [str(w.message) for w in caught if issubclass(w.category, (DeprecationWarning, FutureWarning))] == []
+
+
+def test_onnx_repeats_predict_on_a_real_mammogram(random_export: tuple[Detector, Path, list]) -> None:
+    """The ONNX graph takes predict's own input (any size: here a real film mammogram cropped to the breast and
+    shrunk to 512 px) and gives predict's detections; it was traced on a 256 x 192 image."""
+    detector, onnx_path, _ = random_export
+    prepared = detector.prepare(real_mammogram_files()[0])
+    assert prepared.tensor.shape[1:] != (256, 192) and max(prepared.tensor.shape[1:]) == 512
+    reference = detector.run([prepared])[0]
+    exported = detector.run([prepared], onnx_forward(onnx_path))[0]
+    assert len(reference.scores) == len(exported.scores) == 100  # the model's detections_per_img
+    assert parity_matches(reference, exported) == 100
+    np.testing.assert_allclose(exported.scores, reference.scores, atol=1e-4, rtol=0)
+
+
+def test_parity_matches_counts_one_to_one() -> None:
+    boxes = np.array([[0, 0, 10, 10], [0, 0, 10, 10.5], [50, 50, 60, 60]], float)
+    reference = Detections(boxes, np.array([0.9, 0.8, 0.7]), np.array([1, 1, 2]), 100, 100)
+    assert parity_matches(reference, reference) == 3
+    assert parity_matches(reference, reference.select(np.array([0, 2]))) == 2  # one box cannot match two
+    shifted = Detections(boxes + 2, reference.scores, reference.labels, 100, 100)  # IoU 0.67 < 0.9
+    assert parity_matches(reference, shifted) == 0
+    rescored = Detections(boxes, reference.scores - 0.03, reference.labels, 100, 100)
+    relabelled = Detections(boxes, reference.scores, np.array([2, 2, 1]), 100, 100)
+    assert parity_matches(reference, rescored) == parity_matches(reference, relabelled) == 0
 
 
 def test_scripted_torchvision_resize_matches_eager(detector: Detector, tmp_path: Path) -> None:
@@ -263,7 +312,8 @@ def test_scripted_torchvision_resize_matches_eager(detector: Detector, tmp_path:
     model = copy.deepcopy(detector.model)
     transform = model.transform
     model.transform = GeneralizedRCNNTransform(96, 160, transform.image_mean, transform.image_std).eval()
-    torch.jit.script(exportable(model)).save(str(tmp_path / "model.pt"))
+    with export_module._legacy_tools():
+        torch.jit.script(exportable(model)).save(str(tmp_path / "model.pt"))
     image = torch.rand(3, 160, 100, generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
         eager = model([image])[0]

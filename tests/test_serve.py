@@ -248,7 +248,7 @@ def test_serve_refuses_a_public_bind_without_a_key(tmp_path: Path, monkeypatch: 
     command = [sys.executable, "-m", "mammodet.serve", f"ckpt_path={tmp_path / 'none.ckpt'}", "host=0.0.0.0"]
     env = {k: v for k, v in os.environ.items() if k != API_KEY_ENV}
     done = subprocess.run(command, capture_output=True, text=True, cwd=repo, env=env, timeout=60)
-    assert done.returncode == 1 and "refusing to listen on 0.0.0.0 without an API key" in done.stderr
+    assert done.returncode == 2 and done.stderr.startswith("error: refusing to listen on 0.0.0.0 without an API key")
     assert resolve_api_key("127.0.0.1", None) is None and resolve_api_key("::1", None) is None
     assert resolve_api_key("0.0.0.0", None, allow_no_api_key=True) is None
     assert resolve_api_key("0.0.0.0", "k") == "k"

