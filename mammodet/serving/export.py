@@ -20,7 +20,6 @@ import contextlib
 import copy
 import json
 import os
-import re
 import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -28,17 +27,16 @@ from typing import Any, Optional
 
 import numpy as np
 import torch
-import yaml
 from safetensors.torch import save_file
 from torch import Tensor, nn
 from torch.nn import functional as F
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
 from mammodet import __version__
-from mammodet.data.classes import CLASSES
 from mammodet.data.provenance import checkpoint_provenance
 from mammodet.metrics.matching import box_iou
 from mammodet.serving.inference import Detections, Detector, Forward, model_resize
+from mammodet.serving.model_card import SYNTHETIC, model_card
 
 ONNX_OPSET = 17
 ONNX_TRACE_SIZE = (256, 192)
@@ -52,15 +50,6 @@ EXPORTER_NOTE = (
     "(boxes.numel() > 4000) depends on the data (GuardOnDataDependentSymNode; torch 2.14.1, torchvision 0.29.1)."
 )
 """Why the export uses the deprecated exporters: ``config.json``'s ``exporter.why`` and the model card say it."""
-
-METRIC_NAMES = {
-    "map": "mAP@[0.50:0.95]",
-    "map_50": "mAP@0.50",
-    "map_75": "mAP@0.75",
-    "mar_100": "mAR@100",
-}
-"""Readable names of the test metrics ``python -m mammodet.train`` writes; ``ap_50/<class>`` and
-``ap/<class>`` become ``AP@0.50 <class>`` and ``AP@[0.50:0.95] <class>``."""
 
 
 class _ExactScaleTransform(GeneralizedRCNNTransform):
@@ -168,10 +157,6 @@ def parity_matches(reference: Detections, exported: Detections) -> int:
     return matches
 
 
-SYNTHETIC = "synthetic CBIS-DDSM"
-"""The model card's dataset name for a model trained on ``mammodet.synth``'s data."""
-
-
 def trained_on(data_hparams: Mapping[str, Any]) -> str:
     """The data a checkpoint was trained on, from its ``datamodule_hyper_parameters``: ``SYNTHETIC`` when it
     records (or, written before that was recorded, its dataset name or csv_dir shows) ``provenance`` synthetic,
@@ -193,10 +178,12 @@ def export_model(
     metrics: dict[str, Any] | None = None,
     onnx: bool = True,
     dataset_name: str = "CBIS-DDSM",
+    metrics_path: str | Path | None = None,
 ) -> dict[str, Path]:
     """Write the export files of a CPU ``detector`` to ``out_dir``; returns them by kind.
 
-    ``metrics`` (``test_metrics.json`` of a training run) fill the model card's ``model-index``.
+    ``metrics`` (read from ``metrics_path``: ``evaluate``'s ``metrics.json`` or a run's ``test_metrics.json``) fill
+    the model card's ``model-index`` and Evaluation section (:mod:`mammodet.serving.model_card`).
     """
     if detector.device.type != "cpu":
         raise ValueError("export a detector loaded on the CPU")
@@ -234,7 +221,7 @@ def export_model(
     files["config"] = out / "config.json"
     files["config"].write_text(json.dumps(config, indent=2))
     files["card"] = out / "README.md"
-    files["card"].write_text(model_card(config, metrics, dataset_name))
+    files["card"].write_text(model_card(config, metrics, dataset_name, metrics_path))
     umask = os.umask(0)
     os.umask(umask)
     for path in files.values():  # safetensors writes its file 0600; every file gets what the umask allows
@@ -274,139 +261,6 @@ def _export_onnx(model: nn.Module, path: Path) -> None:
                 "labels": {0: "detections"},
             },
         )
-
-
-def metric_entries(metrics: dict[str, Any]) -> list[dict[str, Any]]:
-    """``model-index`` metrics: every defined numeric test metric (-1 means undefined and is left out)."""
-    entries = []
-    for key, value in metrics.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            continue
-        kind, _, class_name = key.partition("/")
-        if class_name:
-            name = f"{'AP@0.50' if kind == 'ap_50' else 'AP@[0.50:0.95]'} {class_name}"
-        else:
-            name = METRIC_NAMES.get(key, key)
-        metric_type = re.sub(r"[^a-z0-9_]+", "_", key.lower())
-        entries.append({"type": metric_type, "value": round(float(value), 4), "name": name})
-    return entries
-
-
-def model_card(config: dict[str, Any], metrics: dict[str, Any] | None, dataset_name: str) -> str:
-    """A Hugging Face model card: YAML metadata (``model-index`` from ``metrics``) and the usage notes."""
-    name = f"mammodet-{config['arch']}"
-    metadata: dict[str, Any] = {
-        "license": "apache-2.0",
-        "library_name": "pytorch",
-        "pipeline_tag": "object-detection",
-        "tags": ["mammography", "breast-lesion-detection", "faster-rcnn", "medical-imaging", "research-only"],
-        "datasets": [dataset_name],
-    }
-    entries = metric_entries(metrics or {})
-    if entries:
-        dataset = {"name": dataset_name, "type": re.sub(r"[^a-z0-9]+", "-", dataset_name.lower()), "split": "test"}
-        metadata["model-index"] = [
-            {
-                "name": name,
-                "results": [
-                    {
-                        "task": {"type": "object-detection", "name": "Breast lesion detection"},
-                        "dataset": dataset,
-                        "metrics": entries,
-                    }
-                ],
-            }
-        ]
-    pre, thresholds = config["preprocessing"], config["thresholds"]
-    synthetic_note = (
-        " These are synthetic mammograms rendered by `mammodet.synth` in CBIS-DDSM's layout: no real patient,\n"
-        "and metrics on them say nothing about real mammograms."
-        if dataset_name == SYNTHETIC
-        else ""
-    )
-    results = "\n".join(f"| {e['name']} | {e['value']:.4f} |" for e in entries)
-    evaluation = (
-        f"Test split of {dataset_name}, whole images, COCO-style metrics:\n\n| metric | value |\n|---|---|\n{results}"
-        if entries
-        else "No metrics were given at export (`metrics_path`)."
-    )
-    onnx_line = (
-        "- `model.onnx`: one `[1, 3, height, width]` float image of any size, preprocessed as above (what "
-        "`predict` gives the model); outputs `boxes` (in that image's pixels), `scores`, `labels`."
-        if "onnx" in config
-        else "- no ONNX file in this export."
-    )
-    resize = (
-        f" and resizes to short side {pre['model_resize']['min_size']} (long side at most "
-        f"{pre['model_resize']['max_size']})"
-        if pre["model_resize"]
-        else ""
-    )
-    body = f"""# {name}
-
-Faster R-CNN ({config["arch"]}) that detects breast lesions in mammograms, in three classes:
-{", ".join(f"`{c}` (label {i + 1})" for i, c in enumerate(CLASSES))}. Model version `{config["version"]}`
-(mammodet {config["mammodet_version"]}, checkpoint SHA-256 `{config["checkpoint_sha256"]}`).
-
-**Research use only, not for clinical use.** This is not a medical device.
-
-## Intended use
-Research on lesion detection in screening mammograms (CBIS-DDSM-like scanned film or digital images):
-benchmarking, error analysis, teaching. Not for diagnosis, triage or any decision about a patient.
-
-## Limitations
-- Trained and evaluated on {dataset_name} only; other scanners, populations and image processing shift
-  the results, usually downwards. Scores are not calibrated probabilities.
-- Calcifications are a few pixels wide: images are shrunk to at most {pre["max_side"]} px on the longer
-  side, so the smallest ones can be missed.
-- `mass_low` / `mass_high` follow the labelling rule chosen at training (BI-RADS assessment or pathology),
-  not a diagnosis.
-
-## Training data
-{dataset_name}: mammograms with lesion outlines (ROI masks) turned into boxes, split by patient into
-train/validation/test by `mammodet.data.splits`.{synthetic_note}
-
-## Evaluation
-{evaluation}
-
-## Preprocessing
-Decode to grayscale 0..1 (DICOM: VOI LUT or window, MONOCHROME1 inverted, gamma {pre["gamma"]}),
-{"crop to the breast, " if pre["crop_breast"] else ""}shrink so the longer side is at most {pre["max_side"]} px,
-repeat to 3 channels. The model itself normalises (mean {pre["image_mean"]}, std {pre["image_std"]}){resize}.
-Detections scoring at least {thresholds["min_score"]} are kept (NMS IoU {thresholds["nms_iou"]}, at most
-{thresholds["max_detections"]}); {thresholds["display_score"]} is the suggested display threshold.
-
-## Files and how to load them
-- `model.safetensors`: weights only. With mammodet installed:
-
-```python
-import json
-from safetensors.torch import load_file
-from mammodet.models import FasterRCNNModule
-
-config = json.load(open("config.json"))
-model = FasterRCNNModule(**config["hyper_parameters"]).model.eval()
-model.load_state_dict(load_file("model.safetensors"))
-detections = model([image])  # image: [3, H, W] float tensor in 0..1, preprocessed as above
-```
-
-- `model.pt`: TorchScript; needs only torch and torchvision (`import torchvision` registers its operators):
-
-```python
-import torch, torchvision
-model = torch.jit.load("model.pt")
-losses, detections = model([image])
-```
-
-{onnx_line}
-- `config.json`: classes, preprocessing, thresholds and the hyperparameters used above.
-
-Why the TorchScript-based exporters: {config["exporter"]["why"]}
-
-Or let mammodet do the preprocessing and map boxes back to the original pixels from the training
-checkpoint: `python -m mammodet.predict ckpt_path=... input=...`.
-"""
-    return f"---\n{yaml.safe_dump(metadata, sort_keys=False)}---\n\n{body}"
 
 
 def push_to_hub(out_dir: str | Path, repo_id: str, private: bool = True) -> str:
