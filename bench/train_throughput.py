@@ -21,7 +21,7 @@ compilation), then ``--steps`` measured steps. Figures:
   logging, clipping, the non-finite check, the SGD update; on a GPU the launches only);
 - ``val_images_per_s`` and ``val_share``: validation (metrics computed at its end included) against the
   whole ``fit``; ``val_share_at_recipe``: the share at the recipe's cadence (``val_check_interval`` 1000,
-  batch 16) on the real CBIS-DDSM validation split (347 images), from the measured speeds;
+  batch 16) on the real CBIS-DDSM validation split (348 images), from the measured speeds;
 - ``peak_gpu_memory_gib`` (CUDA) and ``peak_rss_gib`` (this process's peak resident memory).
 
 ``--json FILE`` (default ``bench/results/train_<device>_<time>.json``) holds the device name, the settings
@@ -47,6 +47,8 @@ import torch
 from omegaconf import DictConfig
 
 from mammodet.config import compose
+from mammodet.data.cbis import load_cbis_ddsm
+from mammodet.data.splits import assign_splits
 from mammodet.synthetic.cbis import SynthSpec, generate
 from mammodet.training.datamodule import DetectionDataModule
 
@@ -54,9 +56,16 @@ REPO = Path(__file__).resolve().parent.parent
 GPU_RUNS = ("32-true", "16-mixed", "bf16-mixed", "bf16-mixed+cl", "bf16-mixed+cl+compile")
 CPU_RUNS = ("32-true", "bf16-mixed", "32-true+cl")
 FLAGS = ("cl", "compile")
-RECIPE_VAL_IMAGES = 347
-"""Validation images of the real CBIS-DDSM in the recipe's split (official, ``val_fraction`` 0.15): counted from
-the real CSVs with ``assign_splits(load_cbis_ddsm(csv_dir))`` (train 2009, val 347, test 676 mammograms)."""
+REAL_CSV_DIR = REPO / "tests" / "data" / "cbis-ddsm-csv"
+"""The project's copy of the real CBIS-DDSM case CSVs."""
+
+
+def recipe_val_images() -> int:
+    """Validation mammograms of the real CBIS-DDSM in the recipe's split (official, defaults), counted from the
+    real CSVs as ``python -m mammodet.stats`` counts them (348)."""
+    return len(assign_splits(load_cbis_ddsm(REAL_CSV_DIR)).keys("val"))
+
+
 RECIPE_VAL_EVERY, RECIPE_BATCH = 1000, 16
 
 
@@ -249,7 +258,7 @@ def run(data_dir: Path, args: argparse.Namespace, max_side: int, spec: str) -> R
     train_rate = timer.train_images / window if window > 0 else float("nan")
     val_rate = timer.val_images / timer.val_seconds if timer.val_seconds else float("nan")
     fit_s = timer.fit_end - timer.fit_start
-    recipe_val = RECIPE_VAL_IMAGES / val_rate
+    recipe_val = recipe_val_images() / val_rate
     recipe_train = RECIPE_VAL_EVERY * RECIPE_BATCH / train_rate
     host = timer.step_total - timer.forward - timer.backward  # step_total starts once the batch is there
     return RunResult(

@@ -15,11 +15,12 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from mammodet.config import CONFIG_DIR
+from mammodet.cli import command
+from mammodet.data.classes import CLASSES
 from mammodet.data.coco import ImageRecord
+from mammodet.errors import UserError
 from mammodet.metrics.coco_io import (
     coco_results,
     predictions_from_results,
@@ -36,6 +37,7 @@ from mammodet.metrics.plots import (
     worst_false_positives,
 )
 from mammodet.metrics.results import EvalSettings, evaluate_detections, markdown_table
+from mammodet.metrics.strata import density_values
 
 if TYPE_CHECKING:
     from mammodet.data.sources import ImageSource
@@ -71,13 +73,12 @@ OmegaConf.register_new_resolver("evaluate_out_dir", default_out_dir, replace=Tru
 
 def checkpoint_datamodule(ckpt_path: Path, overrides: dict[str, Any]) -> DetectionDataModule:
     """The datamodule a checkpoint was trained with, with the non-null ``overrides`` applied."""
-    import torch
+    from mammodet.models.checkpoint import read_checkpoint  # torch: imported only in checkpoint mode
+    from mammodet.training.datamodule import DetectionDataModule
 
-    from mammodet.training.datamodule import DetectionDataModule  # Lightning: imported only in checkpoint mode
-
-    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    checkpoint = read_checkpoint(ckpt_path, mmap=True)
     if "datamodule_hyper_parameters" not in checkpoint:
-        raise ValueError(f"{ckpt_path}: checkpoint holds no datamodule settings (not written by mammodet.train)")
+        raise UserError(f"ckpt_path={ckpt_path}: holds no datamodule settings (not written by mammodet.train)")
     settings = dict(checkpoint["datamodule_hyper_parameters"])
     settings.update({key: value for key, value in overrides.items() if value is not None})
     return DetectionDataModule(**settings)
@@ -98,11 +99,21 @@ def predict_split(
     from mammodet.serving.inference import resolve_device
 
     path = Path(ckpt_path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: checkpoint not found")
     datamodule = checkpoint_datamodule(path, data)
     annotations = datamodule.image_dir / "annotations" / f"{split}.json"
+    if not annotations.is_file():
+        raise UserError(
+            f"split={split}: {annotations} does not exist; expected the COCO file that python -m mammodet.convert "
+            f"writes in data.image_dir={datamodule.image_dir} (the checkpoint's, unless data.image_dir=... is given)"
+        )
     records, class_names = read_annotations(annotations)
+    if tuple(class_names) != CLASSES:
+        raise UserError(
+            f"{annotations}: its categories are {', '.join(class_names) or 'none'}; the checkpoint detects "
+            f"{', '.join(CLASSES)} (in this order)"
+        )
+    if not records:
+        raise UserError(f"{annotations}: holds no image to evaluate")
     datamodule.records[split] = records
     dataset = datamodule.eval_dataset(split)
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate)
@@ -125,9 +136,16 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     checkpoint_mode = cfg.get("ckpt_path") is not None
     file_mode = cfg.get("annotations") is not None or cfg.get("predictions") is not None
     if checkpoint_mode == file_mode:
-        raise ValueError("give either ckpt_path=FILE [split=test] or annotations=COCO.json predictions=RESULTS.json")
+        raise UserError("give either ckpt_path=FILE [split=test] or annotations=COCO.json predictions=RESULTS.json")
+    if file_mode:
+        if cfg.get("annotations") is None or cfg.get("predictions") is None:
+            raise UserError("file mode needs both annotations=COCO.json and predictions=RESULTS.json")
+        for key, expected in (("annotations", "a COCO instances json"), ("predictions", "a COCO results json")):
+            if not Path(cfg[key]).is_file():
+                raise UserError(f"{key}={cfg[key]}: no such file; expected {expected}")
+        if cfg.get("image_dir") and not Path(cfg.image_dir).is_dir():
+            raise UserError(f"image_dir={cfg.image_dir}: no such folder; expected the annotations' images")
     out_dir = Path(cfg.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     source: ImageSource | None
     if checkpoint_mode:
         data = {key: cfg.data.get(key) for key in ("image_dir", "source", "dicom_root", "max_side")}
@@ -138,8 +156,6 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         records, class_names, targets = read_ground_truth(annotations)
         origin = {"mode": "checkpoint", "checkpoint": str(cfg.ckpt_path), "split": cfg.split}
     else:
-        if cfg.get("annotations") is None or cfg.get("predictions") is None:
-            raise ValueError("file mode needs both annotations=COCO.json and predictions=RESULTS.json")
         annotations = Path(cfg.annotations)
         records, class_names, targets = read_ground_truth(annotations)
         results = read_json(cfg.predictions, "predictions")
@@ -154,6 +170,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     preds = predictions_from_results(
         results, records, len(class_names), preds_path if checkpoint_mode else Path(cfg.predictions)
     )
+    out_dir.mkdir(parents=True, exist_ok=True)  # only now: every input has been read
     settings = EvalSettings(
         cfg.score_threshold,
         cfg.iou_threshold,
@@ -168,6 +185,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     image_ids = [record.image_id for record in records]
     evaluation = evaluate_detections(preds, targets, groups, class_names, settings, image_ids)
     metrics = {**evaluation.metrics, "source": {**origin, "annotations": str(annotations)}}
+    density_of = {image["id"]: image.get("density") for image in read_json(annotations, "annotations")["images"]}
+    densities = [density_of.get(record.image_id) for record in records]
+    metrics.update(density_values(preds, targets, densities, class_names, settings.iou_threshold, settings.criterion))
 
     table = markdown_table(metrics)
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
@@ -201,13 +221,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     return metrics
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="evaluate")
+@command("evaluate")
 def main(cfg: DictConfig) -> None:
-    """Evaluate; bad input stops with a message naming the file."""
-    try:
-        evaluate(cfg)
-    except (FileNotFoundError, ValueError) as error:
-        raise SystemExit(f"error: {error}") from error
+    """Evaluate; bad input stops with one line naming the file (``mammodet.cli``)."""
+    evaluate(cfg)
 
 
 if __name__ == "__main__":

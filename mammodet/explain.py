@@ -12,10 +12,10 @@ import logging
 import math
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig
 
-from mammodet.config import CONFIG_DIR
+from mammodet.cli import command
+from mammodet.errors import UserError
 from mammodet.serving.explain import explain_file
 from mammodet.serving.inference import Detector, InputError
 from mammodet.serving.predict import list_inputs
@@ -34,14 +34,18 @@ def below(best: float | None, cfg: DictConfig) -> str:
     )
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="explain")
+@command("explain")
 def main(cfg: DictConfig) -> None:
     """Write ``<out_dir>/<folders>/<name>.lesion<k>.png``; exit 1 naming each file that could not be read."""
-    detector = Detector.from_checkpoint(cfg.ckpt_path, cfg.device, max_pixels=cfg.max_pixels)
     input_path, out = Path(cfg.input), Path(cfg.out_dir)
+    try:
+        files = list_inputs(input_path)  # before the model loads: a wrong path or an empty folder is one line
+    except FileNotFoundError as error:
+        raise UserError(f"input={error}") from error
+    detector = Detector.from_checkpoint(cfg.ckpt_path, cfg.device, max_pixels=cfg.max_pixels)
     root = input_path if input_path.is_dir() else input_path.parent
     failed, images, written, best_overall = [], 0, 0, None
-    for path in list_inputs(input_path):
+    for path in files:
         relative = path.relative_to(root)
         try:
             pictures, best = explain_file(detector, path, cfg.score_thresh, cfg.max_lesions)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import ipaddress
 import os
 
-import hydra
 import uvicorn
 from omegaconf import DictConfig
 
-from mammodet.config import CONFIG_DIR
+from mammodet.cli import command
+from mammodet.errors import UserError
 from mammodet.serving.app import create_app
 from mammodet.serving.inference import Detector
 
@@ -35,14 +35,14 @@ def resolve_api_key(host: str, api_key: str | None, allow_no_api_key: bool = Fal
     """
     key = api_key or os.environ.get(API_KEY_ENV) or None
     if key is None and not is_loopback(host) and not allow_no_api_key:
-        raise SystemExit(
-            f"error: refusing to listen on {host} without an API key: set api_key=... or the {API_KEY_ENV} "
+        raise UserError(
+            f"refusing to listen on {host} without an API key: set api_key=... or the {API_KEY_ENV} "
             "environment variable (clients send it as X-API-Key), or allow_no_api_key=true to serve without one"
         )
     return key
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="serve")
+@command("serve")
 def main(cfg: DictConfig) -> None:
     """Check the bind and key, load the model once, then serve until interrupted."""
     api_key = resolve_api_key(cfg.host, cfg.api_key, cfg.allow_no_api_key)

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from mammodet.config import CONFIG_DIR
+from mammodet.cli import command
 from mammodet.data.cbis import CbisDataset, load_cbis_ddsm
 from mammodet.data.classes import CLASSES
 from mammodet.data.labels import MASS_RULES
@@ -29,6 +28,8 @@ def markdown(dataset: CbisDataset, split_options: dict[str, object]) -> str:
         f"{len(dataset.rows)} abnormalities, {len(dataset.mammograms)} physical mammograms, "
         f"{len({m.patient_id for m in dataset.mammograms})} patients"
     ]
+    if dataset.duplicate_rows:
+        lines.append(f"{dataset.duplicate_rows} duplicate CSV rows dropped (exact copies of an earlier row)")
     options = {k: v for k, v in split_options.items() if k != "mode"}
     for rule in MASS_RULES:
         for mode in MODES:
@@ -43,7 +44,7 @@ def markdown(dataset: CbisDataset, split_options: dict[str, object]) -> str:
     return "\n".join(lines)
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="stats")
+@command("stats")
 def main(cfg: DictConfig) -> None:
     """Print the tables for ``data.csv_dir``."""
     dataset = load_cbis_ddsm(cfg.data.csv_dir)

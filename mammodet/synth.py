@@ -1,17 +1,37 @@
-"""``python -m mammodet.synth out_dir=DIR``: write a synthetic CBIS-DDSM (DICOM, masks, CSVs)."""
+"""``python -m mammodet.synth [format=cbis_ddsm|vindr_mammo|inbreast|mini_mias] out_dir=DIR``: write a synthetic
+tree of a dataset in its published format (DICOM/PGM, CSVs, XMLs, ``synth_truth.json``)."""
 
 from __future__ import annotations
 
-import hydra
+import importlib
+import importlib.util
+
 from omegaconf import DictConfig
 
-from mammodet.config import CONFIG_DIR
+from mammodet import datasets
+from mammodet.cli import command
+from mammodet.errors import UserError
 from mammodet.synthetic.cbis import SynthSpec, generate
 
+DEFAULT_FORMAT = "cbis_ddsm"
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="synth")
+
+def generate_format(name: str, out_dir: str, seed: int) -> None:
+    """Write the synthetic tree of dataset ``name`` (``mammodet/synthetic/<name>.py``) with its default size."""
+    module = f"mammodet.synthetic.{name}"
+    if name not in datasets.names() or importlib.util.find_spec(module) is None:
+        known = [DEFAULT_FORMAT] + [n for n in datasets.names() if importlib.util.find_spec(f"mammodet.synthetic.{n}")]
+        raise UserError(f"format={name}: no synthetic generator for it; choose one of {', '.join(sorted(set(known)))}")
+    importlib.import_module(module).generate(out_dir, seed=seed)
+
+
+@command("synth")
 def main(cfg: DictConfig) -> None:
     """Generate the dataset described by ``conf/synth.yaml``."""
+    if cfg.format != DEFAULT_FORMAT:
+        generate_format(cfg.format, cfg.out_dir, cfg.seed)
+        print(f"synthetic {cfg.format} written to {cfg.out_dir} (synth_truth.json: what each image must convert to)")
+        return
     spec = SynthSpec(
         n_patients=cfg.n_patients,
         height=cfg.height,

@@ -18,7 +18,9 @@ import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from mammodet.config import CONFIG_DIR
+from mammodet.cli import command
+from mammodet.config import check_arguments
+from mammodet.models.checkpoint import read_checkpoint
 from mammodet.run_logging import route_run_logs
 
 log = logging.getLogger(__name__)
@@ -46,17 +48,25 @@ def plain_metrics(metrics: dict[str, Any], prefix: str) -> dict[str, float]:
 
 
 def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
-    """Fit and test as configured; returns (metrics, objects) like lightning-hydra-template's ``train``."""
+    """Fit and test as configured; returns (metrics, objects) like lightning-hydra-template's ``train``.
+
+    Bad settings fail first, naming their key (``UserError``): a value of the wrong type, a resume checkpoint
+    that cannot be read or has other classes, a missing data path; the run folder is made only then.
+    """
+    check_arguments(cfg.data, "data")
+    check_arguments(cfg.model, "model")
+    check_arguments(cfg.trainer, "trainer", {"precision": resolve_precision(cfg.trainer.precision)})
+    if cfg.get("ckpt_path"):
+        read_checkpoint(cfg.ckpt_path, mmap=True)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
-    output_dir = Path(cfg.paths.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-
     if cfg.get("synthesize"):  # only the demos ask: make the synthetic dataset unless it is already there
         hydra.utils.call(cfg.synthesize)
     datamodule: L.LightningDataModule = hydra.utils.instantiate(cfg.data)
     datamodule.check_inputs()  # a missing path fails now, naming its key, not after the model is built
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     model: L.LightningModule = hydra.utils.instantiate(cfg.model)
     callbacks = instantiate_all(cfg.get("callbacks"))
     loggers = instantiate_all(cfg.get("logger"))
@@ -86,7 +96,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     return metrics, {"cfg": cfg, "datamodule": datamodule, "model": model, "trainer": trainer}
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+@command("train")
 def main(cfg: DictConfig) -> float | None:
     """Train; return ``optimized_metric`` for sweepers."""
     route_run_logs()

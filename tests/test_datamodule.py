@@ -11,6 +11,7 @@ import torch
 from mammodet.data.coco import load_records
 from mammodet.data.detection_dataset import CropDataset, WholeImageDataset, crop_boxes, model_input
 from mammodet.data.sources import DicomSource, FileSource
+from mammodet.errors import UserError
 from mammodet.training.datamodule import DetectionDataModule
 
 
@@ -101,7 +102,7 @@ def test_datamodule_converts_when_missing_and_serves_batches(synthetic_classic: 
 
 
 def test_unknown_source_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match=r"unknown data\.source"):
+    with pytest.raises(UserError, match=r"unknown data\.source"):
         DetectionDataModule(image_dir=str(tmp_path), source="hdf5")
-    with pytest.raises(ValueError, match=r"needs data\.dicom_root"):
+    with pytest.raises(UserError, match=r"needs data\.dicom_root"):
         DetectionDataModule(image_dir=str(tmp_path), source="dicom")

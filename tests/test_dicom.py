@@ -386,6 +386,25 @@ def _multi_frame(tmp_path: Path) -> Path:
     )
 
 
+def _two_frames_undeclared(tmp_path: Path) -> Path:
+    """Pixel data of two 64 x 48 frames, without NumberOfFrames (pydicom alone would return a 3-D array)."""
+    return _write(tmp_path / "frames.dcm", _mammogram(bits=12, shape=(128, 48)), extra={"Rows": 64})
+
+
+def _named_photometric(tmp_path: Path) -> Path:
+    """A PhotometricInterpretation holding the patient's name: the error must not echo it."""
+    return _valid(tmp_path, extra={"PhotometricInterpretation": SECRET})
+
+
+def _named_syntax(tmp_path: Path) -> Path:
+    """A Transfer Syntax UID holding the patient's name: the error must not echo it."""
+    path = _valid(tmp_path)
+    ds = pydicom.dcmread(path)
+    ds.file_meta.TransferSyntaxUID = SECRET
+    ds.save_as(path, enforce_file_format=False)
+    return path
+
+
 def _colour(tmp_path: Path) -> Path:
     extra = {"SamplesPerPixel": 3, "PhotometricInterpretation": "RGB", "PlanarConfiguration": 0, "Columns": 16}
     return _write(tmp_path / "rgb.dcm", _mammogram(bits=8), extra=extra)
@@ -406,16 +425,23 @@ BAD_FILES: dict[str, tuple[Callable[[Path], Path], str]] = {
     "unknown syntax": (_unknown_syntax, "unsupported transfer syntax 1.2.840.99999.1.2.1"),
     "multi-frame": (_multi_frame, "multi-frame image (2 frames)"),
     "colour": (_colour, "colour image (3 samples per pixel)"),
+    "two frames, no NumberOfFrames": (_two_frames_undeclared, "pixel data holds 2 frames but NumberOfFrames is 1"),
+    "name in PhotometricInterpretation": (_named_photometric, "unsupported PhotometricInterpretation; only MONO"),
+    "name in Transfer Syntax UID": (_named_syntax, "invalid Transfer Syntax UID in the file meta information"),
 }
+PIXEL_DATA_CASES = ("truncated", "truncated jpeg2000", "truncated rle", "no pixel data", "empty pixel data")
+PIXEL_DATA_CASES += ("two frames, no NumberOfFrames",)
 
 
 @pytest.mark.parametrize("case", BAD_FILES)
 def test_bad_files_raise_one_error_naming_the_file_and_nothing_else(tmp_path, case, caplog, recwarn):
     make, reason = BAD_FILES[case]
     path = make(tmp_path)
+    caplog.clear()  # pydicom warns (with the value) when a fixture writes an invalid value; reading must not
+    recwarn.clear()
     caplog.set_level(logging.DEBUG)
     readers = [read_dicom, read_raw_pixels]
-    if case not in ("truncated", "truncated jpeg2000", "truncated rle", "no pixel data", "empty pixel data"):
+    if case not in PIXEL_DATA_CASES:
         readers.append(read_dicom_header)  # the header reader does not look at the pixel data
     for reader in readers:
         with pytest.raises(DicomError) as info:

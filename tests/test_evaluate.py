@@ -20,6 +20,7 @@ from helpers import map_statistic, random_data, tiny_overrides
 
 from mammodet.config import compose
 from mammodet.data.coco import load_records
+from mammodet.errors import UserError
 from mammodet.evaluate import OUTPUTS, checkpoint_datamodule, evaluate, main
 from mammodet.metrics import DetectionEvaluator
 from mammodet.metrics.ap_bootstrap import ap_statistic
@@ -188,7 +189,7 @@ def test_file_mode_without_images_skips_only_galleries(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("case", "message"),
     [
-        ("missing annotations", "COCO annotations file not found"),
+        ("missing annotations", "no such file; expected a COCO instances json"),
         ("no images", "COCO annotations hold no images"),
         ("unknown image ids", "predictions for 2 image ids not in the annotations: 7, 9"),
         ("not a list", "predictions must be a COCO results list"),
@@ -202,7 +203,8 @@ def test_bad_input_errors_name_the_file(case: str, message: str, tmp_path: Path)
     annotations, predictions = write_coco(tmp_path)
     named = predictions
     if case == "missing annotations":
-        annotations = named = tmp_path / "missing.json"
+        annotations = tmp_path / "missing.json"
+        named = f"annotations={annotations}"
     elif case == "no images":
         annotations.write_text(json.dumps({"images": [], "annotations": [], "categories": []}))
         named = annotations
@@ -218,8 +220,9 @@ def test_bad_input_errors_name_the_file(case: str, message: str, tmp_path: Path)
         predictions.write_text(json.dumps([{**RESULTS[0], "score": "0.9"}]))
     else:
         predictions.write_text("[{")
-    with pytest.raises((ValueError, FileNotFoundError), match=re.escape(f"{named}: {message}")):
+    with pytest.raises(UserError, match=re.escape(f"{named}: {message}")):
         evaluate(file_cfg(annotations, predictions, tmp_path / "out"))
+    assert not (tmp_path / "out").exists()  # nothing is created before the inputs are read
 
 
 def test_default_out_dir_is_beside_the_run_or_in_the_log_dir() -> None:
@@ -229,11 +232,11 @@ def test_default_out_dir_is_beside_the_run_or_in_the_log_dir() -> None:
 
 
 def test_mode_must_be_one_or_the_other(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="either ckpt_path"):
+    with pytest.raises(UserError, match="either ckpt_path"):
         evaluate(compose("evaluate", [f"out_dir={tmp_path}"]))
-    with pytest.raises(ValueError, match="either ckpt_path"):
+    with pytest.raises(UserError, match="either ckpt_path"):
         evaluate(compose("evaluate", [f"out_dir={tmp_path}", "ckpt_path=x.ckpt", "predictions=p.json"]))
-    with pytest.raises(FileNotFoundError, match=re.escape(f"{tmp_path / 'x.ckpt'}: checkpoint not found")):
+    with pytest.raises(UserError, match=re.escape(f"ckpt_path={tmp_path / 'x.ckpt'}: no such file")):
         evaluate(compose("evaluate", [f"out_dir={tmp_path}", f"ckpt_path={tmp_path / 'x.ckpt'}"]))
 
 
@@ -252,12 +255,14 @@ def test_cli_prints_the_table(tmp_path: Path) -> None:
     assert (tmp_path / "out" / "metrics.json").is_file() and (tmp_path / "out" / ".hydra" / "config.yaml").is_file()
 
 
-def test_cli_exits_with_the_error_naming_the_file(tmp_path: Path) -> None:
+def test_cli_exits_with_the_error_naming_the_file(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     annotations, _ = write_coco(tmp_path)
     missing = tmp_path / "nope.json"
     # Hydra's main passes a given config straight to the function.
-    with pytest.raises(SystemExit, match=re.escape(f"error: {missing}: predictions file not found")):
+    with pytest.raises(SystemExit) as info:
         main(file_cfg(annotations, missing, tmp_path / "out"))
+    assert info.value.code == 2
+    assert capsys.readouterr().err == f"error: predictions={missing}: no such file; expected a COCO results json\n"
 
 
 # ---------------------------------------------------------------- checkpoint mode and validation
@@ -315,7 +320,7 @@ def test_checkpoint_mode_scores_like_validation_and_like_file_mode(tiny_run: dic
 
 def test_checkpoint_mode_data_override_names_the_missing_annotations(tiny_run: dict[str, Any], tmp_path: Path) -> None:
     cfg = compose("evaluate", [f"ckpt_path={tiny_run['best']}", f"data.image_dir={tmp_path}", f"out_dir={tmp_path}"])
-    with pytest.raises(FileNotFoundError, match=re.escape(str(tmp_path / "annotations" / "test.json"))):
+    with pytest.raises(UserError, match=re.escape(f"split=test: {tmp_path / 'annotations' / 'test.json'} does not")):
         evaluate(cfg)
 
 

@@ -76,3 +76,23 @@ def test_explain_says_when_nothing_reached_the_threshold_and_what_to_lower(
     suggested = lines[1].rsplit("score_thresh=", 1)[1]
     explain_main.__wrapped__(compose("explain", [*options, f"score_thresh={suggested}", "max_lesions=1"]))
     assert [p.name for p in tmp_path.glob("*.png")] == ["lesions.dcm.lesion1.png"]  # the suggestion shows the best
+
+
+def test_grad_cam_sees_the_padded_tensor_the_model_sees(tmp_path: Path) -> None:
+    """Grad-CAM is given the image already padded as the model pads it (value normalising to 0, to a multiple of
+    32), so its maps are not stretched from the padded size over the image (the hot crop border of issue 20)."""
+    import torch
+    from helpers import random_checkpoint
+
+    from mammodet.serving.explain import padded_input
+
+    detector = Detector.from_checkpoint(random_checkpoint(tmp_path / "random.ckpt"), "cpu")
+    image = torch.rand(3, 100, 70, generator=torch.Generator().manual_seed(0))
+    padded = padded_input(detector.model, image)
+    assert padded.shape == (3, 128, 96) and torch.equal(padded[:, :100, :70], image)
+    normalised = detector.model.transform.normalize(padded)
+    assert torch.equal(normalised[:, 100:], torch.zeros(3, 28, 96)) and not normalised[:, :, 70:].any()
+    plain, extended = detector.forward([image])[0], detector.forward([padded])[0]
+    # The same features; only boxes reaching into the padding are no longer clipped to the image.
+    assert torch.equal(plain["scores"][:4], extended["scores"][:4])
+    assert torch.equal(plain["boxes"][:4], extended["boxes"][:4])

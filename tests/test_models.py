@@ -393,3 +393,15 @@ def test_one_stage_families_predict_explain_and_export(
     _, (output,) = scripted([prepared.tensor])
     expected = detector.forward([prepared.tensor])[0]
     torch.testing.assert_close(output["boxes"], expected["boxes"], atol=1e-3, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["retinanet_small", "fcos_small"])
+def test_one_stage_heads_never_detect_the_background_label(name: str) -> None:
+    """torchvision's one-stage heads score label 0 too; mammodet's are 1..3, so label 0 must never be detected,
+    and its score must stay above 0 so that Grad-CAM's backward pass through FCOS's sqrt stays finite."""
+    module = DetectorModule(name, score_thresh=1e-6, detections_per_img=300, load_pretrained=False).eval()
+    image = torch.rand(3, 160, 128, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    (output,) = module.model([image])
+    assert len(output["labels"]) > 0 and int(output["labels"].min()) >= 1
+    output["scores"].sum().backward()
+    assert torch.isfinite(image.grad).all()

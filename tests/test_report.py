@@ -19,10 +19,12 @@ from matplotlib.figure import Figure
 from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator
 
 from mammodet.analysis.evaluation import load_evaluation
-from mammodet.analysis.events import Series, smooth
+from mammodet.analysis.events import Series, epoch_at, smooth
 from mammodet.analysis.findings import findings
+from mammodet.analysis.plots import plot_validation
 from mammodet.analysis.run import analyse, load_run
 from mammodet.analysis.summary import trend
+from mammodet.analysis.verdict import training_verdict
 from mammodet.analysis.writer import write_report
 from mammodet.data.classes import LABEL_NAMES
 
@@ -91,14 +93,16 @@ def test_run_report_numbers_match_the_event_and_coco_files(sweep_dir: Path, tmp_
     val = np.array([v for _, v in sorted(events["val/map_50"])])
     assert len(val) == 2 and summary[("0", "validation", "val/map_50", "max")] == val.max()
     assert summary[("0", "validation", "val/map_50", "final")] == val[-1]
-    assert summary[("0", "validation", "val/map_50", "epoch_of_max")] == int(np.argmax(val))  # one per epoch
+    assert summary[("0", "validation", "val/map_50", "epoch_of_max")] == int(np.argmax(val)) + 1  # one per epoch
 
     wait, step = dict(events["train/data_wait_s"]), dict(events["train/step_s"])
     shares = [wait[s] / (wait[s] + step[s]) for s in sorted(set(wait) & set(step))]
     assert summary[("0", "efficiency", "timing", "median_wait_share")] == pytest.approx(np.median(shares), rel=1e-12)
     assert summary[("0", "efficiency", "run", "steps")] == 8 and summary[("0", "efficiency", "run", "epochs")] == 2
     assert any(f"Data wait was {np.median(shares):.1%} of step time" in line for line in report.findings)
-    peak = f"peaked at epoch {int(np.argmax(val))} (step" if val.max() > 0 else f"stayed at {val.max():.4f} over 2"
+    peak = (
+        f"peaked at epoch {int(np.argmax(val)) + 1}/2 (step" if val.max() > 0 else f"stayed at {val.max():.4f} over 2"
+    )
     assert any(line.startswith(f"val/map_50 {peak}") for line in report.findings)
 
     converted = sweep_dir.parent / "converted"  # tiny_overrides' data.image_dir
@@ -252,3 +256,158 @@ def test_smoothing_and_trend() -> None:
     noisy = Series(steps, np.random.default_rng(0).normal(1.0, 0.1, 100), steps.astype(float))
     assert trend({"t": falling}, "t", 0.1).direction == "falling"
     assert trend({"t": noisy}, "t", 0.1).direction == "flat"
+
+
+def logged_run(
+    run_dir: Path, loss: np.ndarray, val_map_50: list[float], evaluation: dict | None = None, name: str = "x"
+) -> Path:
+    """A run directory as training leaves it, written without training: ``train/loss`` and Lightning's 0-based
+    ``epoch`` at every step, ``val/map_50`` at the end of each epoch, ``config.yaml`` with ``trainer.max_epochs``,
+    and ``evaluation`` as ``metrics.json`` (an evaluate file, keys with dots) or ``test_metrics.json``."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    epochs = len(val_map_50)
+    per_epoch = len(loss) // epochs
+    writer = SummaryWriter(str(run_dir / "tensorboard"))
+    for step, value in enumerate(loss):
+        writer.add_scalar("train/loss", float(value), step)
+        writer.add_scalar("epoch", float(step // per_epoch), step)
+    for epoch, value in enumerate(val_map_50):
+        writer.add_scalar("val/map_50", value, (epoch + 1) * per_epoch - 1)
+    writer.close()
+    (run_dir / "config.yaml").write_text(f"task_name: {name}\ntrainer:\n  max_epochs: {epochs}\n")
+    if evaluation is not None:
+        file = "metrics.json" if "per_class" in evaluation else "test_metrics.json"
+        (run_dir / file).write_text(json.dumps(evaluation))
+    return run_dir
+
+
+@pytest.mark.parametrize("outcome", ["train longer", "converged"])
+def test_one_rule_says_train_longer_or_converged_never_both(outcome: str, tmp_path: Path) -> None:
+    steps = np.arange(400)
+    noise = np.random.default_rng(0).normal(0, 0.01, steps.size)
+    if outcome == "train longer":  # loss still falling, validation best at the end
+        loss, val = 2.0 - 0.004 * steps + noise, [0.1, 0.2, 0.3, 0.4]
+    else:  # flat loss, validation peaked at epoch 2 and ended 2% below it
+        loss, val = 0.5 + noise, [0.3, 0.5, 0.495, 0.49]
+    run_dir = logged_run(tmp_path / "run", loss, val)
+    report = write_report(run_dir, tmp_path / "report")
+    markdown = report.markdown.read_text()
+    other = {"train longer": "converged", "converged": "train longer"}[outcome]
+    assert outcome in markdown and other not in markdown
+    assert "more epochs" not in markdown and "more steps" not in markdown and "stopped earlier" not in markdown
+    if outcome == "train longer":
+        verdict = (
+            "Verdict: train longer: train/loss was still falling over the last 10% of steps and val/map_50 was at "
+            "its best at the last validation."
+        )
+        assert (
+            "- val/map_50 peaked at epoch 4/4 (step 399) at 0.4000 over 4 validations; the last validation was "
+            "the best.\n"
+        ) in markdown
+    else:
+        verdict = (
+            "Verdict: converged: train/loss was flat over the last 10% of steps and val/map_50 peaked at epoch 2/4 "
+            "(step 199), before the last validation."
+        )
+        assert (
+            "- val/map_50 peaked at epoch 2/4 (step 199) at 0.5000 over 4 validations; the last validation, "
+            "epoch 4/4 (step 399), gave 0.4900 (2% below the peak).\n"
+        ) in markdown
+    assert markdown.count(verdict) == 2  # the executive summary and the findings say the same
+    assert f"- {verdict}\n" in markdown.split("## Findings")[0]
+
+
+def test_a_run_past_its_peak_and_a_rising_loss_are_neither(tmp_path: Path) -> None:
+    steps = np.arange(400)
+    noise = np.random.default_rng(0).normal(0, 0.01, steps.size)
+    past = analyse(load_run(logged_run(tmp_path / "past", 2.0 - 0.004 * steps + noise, [0.2, 0.5, 0.4, 0.3])))
+    assert training_verdict(past).text() == (
+        "Verdict: converged: val/map_50 peaked at epoch 2/4 (step 199) and the last validation was 40% below it: "
+        "use the best checkpoint."
+    )
+    rising = analyse(load_run(logged_run(tmp_path / "rising", 0.5 + 0.004 * steps + noise, [0.1, 0.2, 0.3, 0.4])))
+    assert training_verdict(rising).text() == (
+        "Verdict: unstable: train/loss rose over the last 10% of steps (check the learning rate)."
+    )
+
+
+def test_epochs_are_counted_from_1_as_the_progress_log(tmp_path: Path) -> None:
+    """The progress log writes ``epoch {current_epoch + 1}/{max_epochs}`` (tests/test_train.py); the report, its
+    CSV and its validation plot count the same way from Lightning's 0-based ``epoch`` scalar."""
+    run_dir = logged_run(tmp_path / "run", np.linspace(1, 0.5, 40), [0.1, 0.3, 0.2, 0.25])
+    run = load_run(run_dir)
+    analysis = analyse(run)
+    assert (analysis.epochs, analysis.max_epochs) == (4, 4)
+    assert epoch_at(run.scalars, 0) == 1 and epoch_at(run.scalars, 39) == 4
+    report = write_report(run_dir, tmp_path / "report")
+    markdown = report.markdown.read_text()
+    assert "- Best val/map_50: 0.3000 at epoch 2/4 (step 19).\n" in markdown
+    assert "| `val/map_50` | 0.3 | epoch 2/4 (step 19) | 0.25 | 4 |" in markdown
+    assert "epoch 0" not in markdown and "epoch 5" not in markdown
+    assert "; 39 steps, 4 epochs, " in markdown
+    summary = read_summary(report.summary_csv)
+    assert summary[("run", "validation", "val/map_50", "epoch_of_max")] == 2
+    assert summary[("run", "efficiency", "run", "epochs")] == 4
+    figure = plot_validation(run.scalars)
+    assert list(figure.axes[0].lines[0].get_xdata()) == [1, 2, 3, 4] and figure.axes[0].get_xlabel() == "epoch"
+
+
+def test_a_class_without_ground_truth_or_detections_is_named_never_ranked(tmp_path: Path) -> None:
+    per_class = {
+        "calcification": {
+            "ap_50": None,
+            "precision": 0.0,
+            "recall": 0.0,
+            "f1": 0.0,
+            "tp": 0,
+            "fp": 4,
+            "fn": 0,
+            "support": 0,
+        },
+        "mass_low": {"ap_50": 0.0, "precision": 0.0, "recall": 0.0, "f1": 0.0, "tp": 0, "fp": 0, "fn": 3, "support": 3},
+        "mass_high": {
+            "ap_50": 0.4,
+            "precision": 0.5,
+            "recall": 0.5,
+            "f1": 0.5,
+            "tp": 2,
+            "fp": 2,
+            "fn": 2,
+            "support": 4,
+        },
+    }
+    metrics = {"map_50": 0.2, "score_threshold": 0.5, "per_class": per_class}
+    run_dir = logged_run(tmp_path / "evaluated", np.linspace(1, 0.5, 40), [0.1, 0.2], metrics)
+    lines = findings(load_run(run_dir), analyse(load_run(run_dir)))
+    assert lines[-2:] == [
+        "Class calcification: no ground truth in this split; not ranked.",
+        "Class mass_low: no detections at score >= 0.5; not ranked.",
+    ]
+    assert not any("strongest" in line or "Weakest" in line or "(0.000)" in line for line in lines)
+
+    per_class["calcification"] = {**per_class["mass_high"], "ap_50": 0.1, "tp": 1}
+    (run_dir / "metrics.json").write_text(json.dumps(metrics))
+    lines = findings(load_run(run_dir), analyse(load_run(run_dir)))
+    assert lines[-2:] == [
+        "Class mass_low: no detections at score >= 0.5; not ranked.",
+        "Weakest class by test ap_50: calcification (0.100); strongest: mass_high (0.400).",
+    ]
+
+    test_metrics = {  # training's test_metrics.json: -1 AP without lesions, no counts
+        "map_50": 0.2,
+        "ap_50/calcification": -1.0,
+        "ap_50/mass_low": 0.0,
+        "precision/mass_low": 0.0,
+        "recall/mass_low": 0.0,
+        "ap_50/mass_high": 0.4,
+        "precision/mass_high": 0.5,
+        "recall/mass_high": 0.5,
+    }
+    run_dir = logged_run(tmp_path / "trained", np.linspace(1, 0.5, 40), [0.1, 0.2], test_metrics)
+    lines = findings(load_run(run_dir), analyse(load_run(run_dir)))
+    assert lines[-2:] == [
+        "Class calcification: no ground truth in this split; not ranked.",
+        "Class mass_low: no detection matched a lesion at the score threshold; not ranked.",
+    ]
+    assert not any("strongest" in line or "Weakest" in line for line in lines)

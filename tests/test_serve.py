@@ -235,6 +235,10 @@ def test_api_key_guards_v1_only(detector: Detector, mammograms: dict[str, Path])
     assert keyed.get("/v1/model", headers={"X-API-Key": "wrong"}).status_code == 401
     assert keyed.get("/v1/model", headers={"X-API-Key": "s3cret"}).status_code == 200
     assert keyed.get("/v1/model", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+    for scheme in ("bearer", "BEARER", "beArer"):  # hostile probe #14: the scheme is case-insensitive
+        assert keyed.get("/v1/model", headers={"Authorization": f"{scheme} s3cret"}).status_code == 200
+    assert keyed.get("/v1/model", headers={"Authorization": "Basic s3cret"}).status_code == 401
+    assert keyed.get("/v1/model", headers={"Authorization": "s3cret"}).status_code == 401
     assert keyed.get("/health").status_code == 200 and keyed.get("/").status_code == 200
 
 
@@ -250,7 +254,7 @@ def test_serve_refuses_a_public_bind_without_a_key(tmp_path: Path, monkeypatch: 
     command = [sys.executable, "-m", "mammodet.serve", f"ckpt_path={tmp_path / 'none.ckpt'}", "host=0.0.0.0"]
     env = {k: v for k, v in os.environ.items() if k != API_KEY_ENV}
     done = subprocess.run(command, capture_output=True, text=True, cwd=repo, env=env, timeout=60)
-    assert done.returncode == 1 and "refusing to listen on 0.0.0.0 without an API key" in done.stderr
+    assert done.returncode == 2 and done.stderr.startswith("error: refusing to listen on 0.0.0.0 without an API key")
     assert resolve_api_key("127.0.0.1", None) is None and resolve_api_key("::1", None) is None
     assert resolve_api_key("0.0.0.0", None, allow_no_api_key=True) is None
     assert resolve_api_key("0.0.0.0", "k") == "k"
@@ -285,10 +289,12 @@ def test_requests_beyond_the_queue_get_503_with_retry_after(detector: Detector, 
     assert (refused.status_code, refused.headers["retry-after"], refused.json()["error"]["code"]) == (503, "7", "busy")
 
 
-def test_a_body_shorter_than_its_content_length_times_out(detector: Detector) -> None:
-    import time
+async def asgi_call(app, headers: list[tuple[bytes, bytes]], chunks: list[bytes], then: str = "hang") -> list[dict]:
+    """POST ``chunks`` to ``/v1/detect`` at the ASGI level (headers exactly as given); the messages sent back.
 
-    app = create_app(detector, body_timeout_s=0.3)
+    After the last chunk the client either hangs (``then="hang"``: the body never ends) or is gone
+    (``then="disconnect"``: the body ends and every later receive says ``http.disconnect``).
+    """
     scope = {
         "type": "http",
         "asgi": {"version": "3.0"},
@@ -299,27 +305,139 @@ def test_a_body_shorter_than_its_content_length_times_out(detector: Detector) ->
         "raw_path": b"/v1/detect",
         "query_string": b"",
         "root_path": "",
-        "headers": [(b"content-length", b"1000"), (b"content-type", b"multipart/form-data; boundary=x")],
+        "headers": headers,
         "client": ("127.0.0.1", 1),
         "server": ("test", 80),
     }
-    chunks = [{"type": "http.request", "body": b"--x\r\n", "more_body": True}]
+    last = len(chunks) - 1
+    messages = [
+        {"type": "http.request", "body": chunk, "more_body": then == "hang" or i < last}
+        for i, chunk in enumerate(chunks)
+    ]
     sent: list[dict] = []
 
     async def receive() -> dict:
-        if chunks:
-            return chunks.pop()
-        await asyncio.sleep(60)  # the rest of the body never comes
+        if messages:
+            return messages.pop(0)
+        if then == "hang":
+            await asyncio.sleep(60)  # the rest of the body never comes
         return {"type": "http.disconnect"}
 
     async def send(message: dict) -> None:
         sent.append(message)
 
+    await asyncio.wait_for(app(scope, receive, send), 10)
+    return sent
+
+
+def asgi_post(app, headers: list[tuple[bytes, bytes]], chunks: list[bytes], then: str = "hang") -> list[dict]:
+    """``asgi_call`` on its own event loop."""
+    return asyncio.run(asgi_call(app, headers, chunks, then))
+
+
+def answer_of(sent: list[dict]) -> tuple[int, dict]:
+    """The status and JSON body of an ASGI answer."""
+    import json
+
+    return sent[0]["status"], json.loads(b"".join(m.get("body", b"") for m in sent[1:]))
+
+
+def test_a_body_shorter_than_its_content_length_times_out(detector: Detector) -> None:
+    import time
+
+    app = create_app(detector, body_timeout_s=0.3)
+    headers = [(b"content-length", b"1000"), (b"content-type", b"multipart/form-data; boundary=x")]
     started = time.perf_counter()
-    asyncio.run(asyncio.wait_for(app(scope, receive, send), 10))
+    sent = asgi_post(app, headers, [b"--x\r\n"])
     assert time.perf_counter() - started < 3
-    assert sent[0]["status"] == 408
-    assert b"did not arrive within 0.3 s" in b"".join(m.get("body", b"") for m in sent[1:])
+    assert answer_of(sent) == (
+        408,
+        {"error": {"code": "http_408", "message": "the upload did not arrive within 0.3 s (body_timeout_s)"}},
+    )
+
+
+def test_content_length_with_transfer_encoding_is_refused(detector: Detector) -> None:
+    """Hostile probe #3: both headers let a chunked body pass a small Content-Length (RFC 9112 6.1: ambiguous)."""
+    app = create_app(detector, max_upload_mb=MAX_UPLOAD_MB)
+    headers = [
+        (b"content-length", b"100"),
+        (b"transfer-encoding", b"chunked"),
+        (b"content-type", b"multipart/form-data; boundary=x"),
+    ]
+    assert answer_of(asgi_post(app, headers, [b"--x\r\n"])) == (
+        400,
+        {
+            "error": {
+                "code": "bad_request",
+                "message": "send either Content-Length or Transfer-Encoding, not both (ambiguous length)",
+            }
+        },
+    )
+
+
+def test_the_bytes_read_are_counted_whatever_the_headers_say(detector: Detector) -> None:
+    """A body longer than its (small) Content-Length is cut off at the limit: 413, not read to the end."""
+    app = create_app(detector, max_upload_mb=MAX_UPLOAD_MB)
+    request = httpx.Request("POST", "http://test/v1/detect", files={"file": ("scan", b"\0" * 1_300_000)})
+    body = request.read()  # a well-formed 1.3 MB upload against a 0.5 MB limit, claiming 100 bytes
+    headers = [(b"content-length", b"100"), (b"content-type", request.headers["content-type"].encode())]
+    chunks = [body[i : i + 65536] for i in range(0, len(body), 65536)]
+    sent = asgi_post(app, headers, chunks, then="disconnect")
+    assert answer_of(sent) == (
+        413,
+        {"error": {"code": "http_413", "message": "upload of more than 524288 bytes is over the limit"}},
+    )
+
+
+def test_queued_requests_of_gone_clients_never_reach_the_model(detector: Detector, mammograms: dict[str, Path]) -> None:
+    """Hostile probe #12: requests whose client disconnected while queued are dropped, not run."""
+    release, forwards = threading.Event(), []
+
+    def held(images):
+        forwards.append(len(images))
+        assert release.wait(30), "the model was never released"
+        return detector.forward(images)
+
+    blocking = Detector(
+        detector.model, detector.preprocessing, detector.hyper_parameters, detector.sha256, detector.device
+    )
+    blocking.forward = held
+    files = {"file": ("scan", mammograms["lesions"].read_bytes(), "application/octet-stream")}
+    request = httpx.Request("POST", "http://test/v1/detect", files=files)
+    body, content_type = request.read(), request.headers["content-type"]
+    app = create_app(blocking, max_concurrent=1, max_queue=8)
+    headers = [(b"content-length", str(len(body)).encode()), (b"content-type", content_type.encode())]
+
+    async def scenario() -> tuple[httpx.Response, list[list[dict]], httpx.Response]:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as http:
+            first = asyncio.create_task(http.post("/v1/detect", files=files))
+            await asyncio.sleep(0.3)  # the first holds the model
+            gone_tasks = [asyncio.create_task(asgi_call(app, headers, [body], "disconnect")) for _ in range(5)]
+            await asyncio.sleep(0.5)
+            release.set()
+            abandoned = await asyncio.gather(*gone_tasks)
+            return await first, abandoned, await http.post("/v1/detect", files=files)
+
+    first, abandoned, after = asyncio.run(scenario())
+    assert first.status_code == 200 and after.status_code == 200
+    assert [answer_of(sent)[0] for sent in abandoned] == [499] * 5
+    assert forwards == [1, 1]  # the first and the last request only
+
+
+def test_a_dicom_with_unannounced_frames_is_a_422(client: TestClient, tmp_path: Path) -> None:
+    """Hostile probe #4: a bad DICOM answers a JSON 4xx naming the problem, not a plain-text 500."""
+    from helpers import two_frames_unannounced
+
+    answer = upload(client, two_frames_unannounced(tmp_path / "frames.dcm").read_bytes())
+    assert (answer.status_code, answer.json()) == (
+        422,
+        {
+            "error": {
+                "code": "invalid",
+                "message": "pixel data decodes to shape (2, 64, 48), expected one 64 x 48 frame",
+            }
+        },
+    )
 
 
 def test_a_dicom_declaring_too_many_pixels_is_refused(client: TestClient, tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from hydra.errors import InstantiationException
 from omegaconf import open_dict
 
 from mammodet.config import CONFIG_DIR, compose
+from mammodet.errors import UserError
 from mammodet.models import FasterRCNNModule
 from mammodet.train import train
 from mammodet.training.transforms import AlbumentationsAugment
@@ -129,12 +130,12 @@ def test_synthetic_data_only_where_an_experiment_asks() -> None:
 @pytest.mark.parametrize(
     "overrides,error,words",
     [
-        ([], InstantiationException, "data.image_dir is not set"),  # Hydra wraps the datamodule's ValueError
-        (["data.image_dir={tmp}/conv"], FileNotFoundError, "data.csv_dir is not set"),
-        (["data.image_dir={tmp}/conv", "data.csv_dir={tmp}/csv"], FileNotFoundError, "data.csv_dir={tmp}/csv does"),
+        ([], InstantiationException, "data.image_dir is not set"),  # Hydra wraps the datamodule's UserError
+        (["data.image_dir={tmp}/conv"], UserError, "data.csv_dir is not set"),
+        (["data.image_dir={tmp}/conv", "data.csv_dir={tmp}/csv"], UserError, "data.csv_dir={tmp}/csv does"),
         (
             ["data.image_dir={tmp}/conv", "data.csv_dir={tmp}", "data.dicom_root={tmp}/dicom"],
-            FileNotFoundError,
+            UserError,
             "data.dicom_root={tmp}/dicom does not exist",
         ),
     ],

@@ -2,9 +2,10 @@
 ``test_metrics.json`` that training writes (no intervals).
 
 ``metrics.json`` is read by its documented keys only (top-level ``map``, ``map_50``, ``map_75``,
-``f1_macro``, ``f1_weighted``, ``per_class.<name>.{ap_50, precision, recall, f1, tp, fp, fn}``, ``froc``,
-``ci``), so the report does not depend on the evaluator's code. Intervals in ``ci`` may be written as
-``[low, high]``, ``[point, low, high]`` or ``{"low": ..., "high": ...}``, at any depth (``ci.per_class.mass_low.f1``).
+``f1_macro``, ``f1_weighted``, ``score_threshold``, ``per_class.<name>.{ap_50, precision, recall, f1, tp, fp, fn,
+support}``, ``froc``, ``ci``), so the report does not depend on the evaluator's code. Intervals in ``ci`` may be
+written as ``[low, high]``, ``[point, low, high]`` or ``{"low": ..., "high": ...}``, at any depth
+(``ci.per_class.mass_low.f1``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 from mammodet.data.classes import CLASSES
 
 HEADLINE_KEYS = ("map", "map_50", "map_75", "mar_100", "f1_macro", "f1_weighted", "f1_micro", "froc_cpm", "sens_at_1fp")
-PER_CLASS_KEYS = ("ap_50", "precision", "recall", "f1", "tp", "fp", "fn", "sens_at_1fp")
+PER_CLASS_KEYS = ("ap_50", "precision", "recall", "f1", "tp", "fp", "fn", "support", "sens_at_1fp")
 _LOW_KEYS = ("low", "lo", "lower")
 _HIGH_KEYS = ("high", "hi", "upper")
 
@@ -39,6 +40,8 @@ class Evaluation:
     """``fps_per_image`` and ``sensitivity`` (the curve), ``sensitivity_at`` {rate: value}, ``cpm`` when given."""
     figures: tuple[Path, ...] = ()
     """PNG files the evaluator wrote next to ``metrics.json``."""
+    score_threshold: float | None = None
+    """The score from which predictions count for precision, recall, F1 and tp/fp/fn (``score_threshold``)."""
 
 
 def find_metrics(run_dir: str | os.PathLike, explicit: str | os.PathLike | None = None) -> Path | None:
@@ -131,6 +134,7 @@ def load_evaluation(path: str | os.PathLike) -> Evaluation:
         confidence=float(ci["confidence"]) if _number(ci.get("confidence")) is not None else 0.95,
         froc=froc,
         figures=tuple(sorted(path.parent.glob("*.png"))),
+        score_threshold=_number(data.get("score_threshold")),
     )
 
 

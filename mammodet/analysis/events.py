@@ -85,12 +85,13 @@ def smooth(values: np.ndarray, weight: float = TENSORBOARD_SMOOTHING) -> np.ndar
 
 
 def epoch_at(scalars: dict[str, Series], step: int) -> int | None:
-    """The epoch Lightning logged at or before ``step`` (its ``epoch`` scalar), None when not logged."""
+    """The epoch of ``step`` counted from 1, as the training progress log writes ``epoch e/E`` (Lightning's
+    0-based ``epoch`` scalar logged at or before ``step``, plus one); None when not logged."""
     epochs = scalars.get("epoch")
     if epochs is None or not len(epochs):
         return None
     i = int(np.searchsorted(epochs.steps, step, side="right")) - 1
-    return int(epochs.values[max(i, 0)])
+    return int(epochs.values[max(i, 0)]) + 1
 
 
 def aligned(a: Series, b: Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

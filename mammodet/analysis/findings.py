@@ -11,6 +11,7 @@ from mammodet.analysis.evaluation import Evaluation
 from mammodet.analysis.markdown import duration_text, epoch_text, interval_text
 from mammodet.analysis.run import Analysis, Run
 from mammodet.analysis.summary import ACCURACY_PREFIX, LOSS_TAGS, NONFINITE_TAG, PRIMARY_VAL, TOTAL_LOSS
+from mammodet.analysis.verdict import PAST_PEAK, training_verdict
 
 BOTTLENECK_SHARE = 0.2
 """A median data-wait share of step time from which the input pipeline is called the bottleneck."""
@@ -38,37 +39,36 @@ def findings(run: Run, analysis: Analysis) -> list[str]:
     p = analysis.validation.get(PRIMARY_VAL)
     if p is not None and p.value <= 0:
         out.append(
-            f"{PRIMARY_VAL} stayed at {p.value:.4f} over {p.evaluations} validations: the detector has not learned "
-            "to find lesions yet."
+            f"{PRIMARY_VAL} stayed at {p.value:.4f} over {p.evaluations} validations: the detector did not learn "
+            "to find lesions."
         )
     elif p is not None:
         text = (
-            f"{PRIMARY_VAL} peaked at {epoch_text(p.epoch, p.step)} at {p.value:.4f} over {p.evaluations} validations"
+            f"{PRIMARY_VAL} peaked at {epoch_text(p.epoch, p.step, analysis.max_epochs)} at {p.value:.4f} over "
+            f"{p.evaluations} validations"
         )
         if p.final_step != p.step:
-            drop = (p.value - p.final) / p.value if p.value > 0 else 0.0
-            text += f"; the last validation, {epoch_text(p.final_epoch, p.final_step)}, gave {p.final:.4f}"
-            text += f" ({drop:.0%} below the peak: use the best checkpoint)" if drop >= 0.05 else " (near the peak)"
+            drop = (p.value - p.final) / p.value
+            last = epoch_text(p.final_epoch, p.final_step, analysis.max_epochs)
+            text += f"; the last validation, {last}, gave {p.final:.4f} ({drop:.0%} below the peak)"
         else:
-            text += "; it was still at its best at the last validation: more epochs may help"
+            text += "; the last validation was the best"
         out.append(text + ".")
     if (tr := analysis.loss_trend) is not None:
         change = (
             f"{tr.previous_mean:.4f} -> {tr.tail_mean:.4f} ({tr.relative_change:+.1%}, "
             f"standard error {tr.standard_error:.4f})"
         )
-        verdict = {
-            "falling": "still falling: training has not converged, more steps may help",
-            "rising": "rising: training became unstable (check the learning rate)",
-            "flat": "flat within noise: converged at this schedule, training could have stopped earlier",
-        }[tr.direction]
-        out.append(f"{TOTAL_LOSS} mean over {tail} vs the {fraction:.0%} before: {change}: {verdict}.")
+        direction = {"falling": "falling", "rising": "rising", "flat": "flat within noise"}[tr.direction]
+        out.append(f"{TOTAL_LOSS} mean over {tail} vs the {fraction:.0%} before: {change}: {direction}.")
         val = analysis.validation.get(PRIMARY_VAL)
-        if tr.direction == "falling" and val is not None and val.final < 0.95 * val.value:
+        if tr.direction == "falling" and val is not None and val.final <= (1 - PAST_PEAK) * val.value:
             out.append(
                 f"Training loss kept falling while {PRIMARY_VAL} ended {val.value - val.final:.4f} below its peak: "
                 "a sign of overfitting."
             )
+    if (verdict := training_verdict(analysis)) is not None:
+        out.append(verdict.text())
     components = {t: stats[t]["tail_mean"] for t in LOSS_TAGS if t in stats}
     if components and sum(components.values()) > 0:
         top = max(components, key=components.get)
@@ -152,8 +152,14 @@ def _evaluation_findings(evaluation: Evaluation | None, analysis: Analysis) -> l
         if val is not None:
             text += f"; best {PRIMARY_VAL} was {val.value:.4f} ({test - val.value:+.4f} from validation to test)"
         out.append(text + ".")
+    statuses = {name: status for name, c in evaluation.per_class.items() if (status := class_status(c, evaluation))}
+    out += [f"Class {name}: {status}; not ranked." for name, status in statuses.items()]
     for metric in ("ap_50", "f1", "recall"):
-        values = {n: c[metric] for n, c in evaluation.per_class.items() if metric in c and not math.isnan(c[metric])}
+        values = {
+            n: c[metric]
+            for n, c in evaluation.per_class.items()
+            if n not in statuses and metric in c and not math.isnan(c[metric])
+        }
         if len(values) >= 2:
             worst, best = min(values, key=values.get), max(values, key=values.get)
             interval = evaluation.intervals.get(f"per_class.{worst}.{metric}")
@@ -164,6 +170,22 @@ def _evaluation_findings(evaluation: Evaluation | None, analysis: Analysis) -> l
             )
             break
     return out
+
+
+def class_status(values: dict[str, float], evaluation: Evaluation) -> str | None:
+    """Why a class cannot be called the strongest or weakest: ``no ground truth in this split`` (no lesion, or its
+    AP undefined), ``no detections`` (no kept prediction), or no detection matching a lesion when only precision
+    and recall are known (training's ``test_metrics.json``); None when it can be ranked."""
+    if values.get("support") == 0 or math.isnan(values.get("ap_50", 0.0)):
+        return "no ground truth in this split"
+    threshold = evaluation.score_threshold
+    at = f" at score >= {threshold:g}" if threshold is not None else " at the score threshold"
+    tp, fp = values.get("tp"), values.get("fp")
+    if tp is not None and fp is not None:
+        return f"no detections{at}" if tp + fp == 0 else None
+    if values.get("precision") == 0 and values.get("recall") == 0:
+        return f"no detection matched a lesion{at}"
+    return None
 
 
 def executive_summary(run: Run, analysis: Analysis) -> list[str]:
@@ -193,7 +215,9 @@ def executive_summary(run: Run, analysis: Analysis) -> list[str]:
             f"(mean over the last {analysis.tail_fraction:.0%} of steps){trend_text}."
         )
     if (p := analysis.validation.get(PRIMARY_VAL)) is not None:
-        lines.append(f"Best {PRIMARY_VAL}: {p.value:.4f} at {epoch_text(p.epoch, p.step)}.")
+        lines.append(f"Best {PRIMARY_VAL}: {p.value:.4f} at {epoch_text(p.epoch, p.step, analysis.max_epochs)}.")
+    if (verdict := training_verdict(analysis)) is not None:
+        lines.append(verdict.text())
     if run.evaluation is not None:
         parts = [
             f"{k} {v:.4f}"

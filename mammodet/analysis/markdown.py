@@ -41,9 +41,12 @@ def interval_text(evaluation: Evaluation, key: str) -> str:
     return f"{number_text(interval[0], 3)}–{number_text(interval[1], 3)}" if interval else "–"
 
 
-def epoch_text(epoch: int | None, step: int) -> str:
-    """``epoch E (step S)``, or ``step S`` when the epoch is unknown."""
-    return f"epoch {epoch} (step {step})" if epoch is not None else f"step {step}"
+def epoch_text(epoch: int | None, step: int, max_epochs: int | None = None) -> str:
+    """``epoch e/E (step S)`` as the training progress log counts (from 1, of ``max_epochs``), ``epoch e (step S)``
+    when ``max_epochs`` is unknown, ``step S`` when the epoch is."""
+    if epoch is None:
+        return f"step {step}"
+    return f"epoch {epoch}/{max_epochs} (step {step})" if max_epochs else f"epoch {epoch} (step {step})"
 
 
 def bullets(lines: list[str]) -> str:

@@ -63,7 +63,8 @@ def plot_losses(scalars: dict[str, Series], smoothing: float = TENSORBOARD_SMOOT
     ax.set_title("components, smoothed (log scale)")
     ax.set_xlabel("step")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
+    if components:
+        ax.legend(fontsize=8)
     for ax in axes[len(tags) : 5]:
         ax.set_visible(False)
     figure.suptitle(f"Training losses (faint: raw, solid: smoothed with weight {smoothing})")

@@ -92,7 +92,9 @@ class Analysis:
     steps: int | None
     """The last global step logged (test metrics are logged at the step training ended)."""
     epochs: int | None
-    """Epochs trained: the ``epoch`` logged with the last training point, plus one."""
+    """Epochs trained: the (1-based) epoch of the last training point."""
+    max_epochs: int | None
+    """``trainer.max_epochs`` of the run's config (the ``E`` of ``epoch e/E``); None when unset or unlimited."""
 
 
 def analyse(run: Run, tail_fraction: float = 0.1) -> Analysis:
@@ -101,7 +103,7 @@ def analyse(run: Run, tail_fraction: float = 0.1) -> Analysis:
     train_tags = [t for t in scalars if t.startswith("train/") and len(scalars[t])]
     val_tags = [t for t in scalars if t.startswith("val/")]
     last_train_step = max((int(scalars[t].steps[-1]) for t in train_tags), default=None)
-    epoch = epoch_at(scalars, last_train_step) if last_train_step is not None else None
+    max_epochs = (run.config.get("trainer") or {}).get("max_epochs")
     return Analysis(
         tail_fraction=tail_fraction,
         statistics={t: describe(scalars[t], tail_fraction) for t in train_tags},
@@ -112,5 +114,6 @@ def analyse(run: Run, tail_fraction: float = 0.1) -> Analysis:
         wall_s=training_wall_s(scalars),
         started=min((float(s.wall_times.min()) for s in scalars.values() if len(s)), default=None),
         steps=max((int(s.steps[-1]) for s in scalars.values() if len(s)), default=None),
-        epochs=epoch + 1 if epoch is not None else None,
+        epochs=epoch_at(scalars, last_train_step) if last_train_step is not None else None,
+        max_epochs=max_epochs if isinstance(max_epochs, int) and max_epochs > 0 else None,
     )

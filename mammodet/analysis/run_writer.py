@@ -59,7 +59,13 @@ def _training_section(run: Run, analysis: Analysis, figures: dict[str, Path]) ->
     ]
     if analysis.validation:
         rows = [
-            [f"`{t}`", number_text(p.value), epoch_text(p.epoch, p.step), number_text(p.final), str(p.evaluations)]
+            [
+                f"`{t}`",
+                number_text(p.value),
+                epoch_text(p.epoch, p.step, analysis.max_epochs),
+                number_text(p.final),
+                str(p.evaluations),
+            ]
             for t, p in analysis.validation.items()
         ]
         text += ["", "Validation metrics (-1: no ground truth of that class):", ""]

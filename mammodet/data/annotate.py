@@ -34,6 +34,7 @@ class Annotation:
     pathology: str
     assessment: int | None
     subtlety: int | None
+    mask_file: str = ""  # the ROI mask file the box was read from (checked when a conversion resumes)
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,7 @@ def annotate(
                 pathology=row.pathology,
                 assessment=row.assessment,
                 subtlety=row.subtlety,
+                mask_file=str(mask_file),
             )
         )
     return annotations, issues, lost

@@ -5,15 +5,23 @@ empty for missing descriptors, CRLF line endings and a few out-of-range values. 
 ``CaseRow`` records; problems are collected as ``DataIssue`` records rather than raised, so one bad cell
 never loses a dataset. ``group_mammograms`` merges rows into one ``Mammogram`` per physical image
 (patient, side, view), joining the mass and calcification copies of the same view.
+
+Every CSV value that becomes part of a path is checked: ``patient_id`` must be a plain name (it names the
+converted files) and the DICOM paths must stay inside the DICOM root; an unbalanced quote, which makes the
+CSV reader swallow the lines after it, is refused with the line where it opens. Exact duplicate rows are
+dropped (each reported) so a lesion never becomes two ground-truth boxes.
 """
 
 from __future__ import annotations
 
 import csv
 import os
+import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 from pathlib import Path
+
+from mammodet.errors import UserError
 
 CSV_FILES: dict[tuple[str, str], str] = {
     ("mass", "train"): "mass_case_description_train_set.csv",
@@ -45,6 +53,13 @@ _HEADER_ALIASES: dict[str, str] = {
 _MISSING = {"", "NA", "N/A", "NAN", "NONE", "NULL"}
 _RANGES: dict[str, tuple[int, int]] = {"density": (1, 4), "assessment": (0, 5), "subtlety": (1, 5)}
 PATHOLOGIES = ("BENIGN", "BENIGN_WITHOUT_CALLBACK", "MALIGNANT")
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+_CELL_END = re.compile(r"[,\n]")
+_PATH_COLUMNS = {
+    "image_path": "image file path",
+    "crop_path": "cropped image file path",
+    "mask_path": "ROI mask file path",
+}
 
 
 @dataclass(frozen=True)
@@ -115,6 +130,7 @@ class CbisDataset:
     rows: list[CaseRow]
     mammograms: list[Mammogram]
     issues: list[DataIssue]
+    duplicate_rows: int = 0  # exact copies of an earlier row, dropped (each one is in ``issues``)
 
 
 def _clean(cell: str | None) -> str:
@@ -136,6 +152,64 @@ def _optional_int(value: str, name: str, file: str, line: int, issues: list[Data
     return number
 
 
+def _check_path_values(values: dict[str, str], name: str, line: int) -> None:
+    """Refuse a ``patient_id`` that is not a plain name or a DICOM path leaving the root (``UserError``).
+
+    ``patient_id`` names the converted files (``images/<patient_id>_<side>_<view>.jpg``), so a ``/`` or ``..``
+    would make the conversion write outside ``out_dir``. The value is not echoed (it may hold anything).
+    """
+    if not _PLAIN_NAME.fullmatch(values["patient_id"]):
+        raise UserError(
+            f"{name}:{line}: patient_id is not a plain name (letters, digits, '_', '-', '.', as the CBIS-DDSM "
+            "pseudonyms P_00001...); it names the converted files, so it must not hold '/', '..' or spaces"
+        )
+    for key, column in _PATH_COLUMNS.items():
+        parts = values.get(key, "").replace("\\", "/").split("/")
+        if values.get(key, "").startswith(("/", "\\")) or ".." in parts or ":" in parts[0]:
+            raise UserError(
+                f"{name}:{line}: {column} is not a path relative to the DICOM root (it is absolute or holds "
+                "'..'); CBIS-DDSM paths read <subject>/<study UID>/<series UID>/<file>.dcm"
+            )
+
+
+def _unbalanced_quote_line(text: str) -> int | None:
+    """The 1-based line of the first quote that opens a cell but does not close it (the closing quote is not
+    followed by a comma or a line end, or the file ends inside it); None when every quoted cell is well formed."""
+    position, size = 0, len(text)
+    while position < size:
+        if text[position] == '"':
+            search = position + 1
+            while True:
+                close = text.find('"', search)
+                if close == -1:
+                    return text.count("\n", 0, position) + 1
+                if text.startswith('""', close):
+                    search = close + 2
+                    continue
+                break
+            if close + 1 < size and text[close + 1] not in ",\r\n":
+                return text.count("\n", 0, position) + 1
+            position = close + 1
+        else:
+            match = _CELL_END.search(text, position)
+            position = size if match is None else match.start()
+        position += 1  # past the comma or line end
+    return None
+
+
+def _refuse_unbalanced_quote(path: Path, rows: int, bad_rows: int) -> None:
+    """Raise ``UserError`` naming the line of an unbalanced quote, when the file holds one."""
+    text = path.read_text(encoding="utf-8-sig")
+    line = _unbalanced_quote_line(text)
+    if line is not None:
+        lines = text.count("\n") + 1
+        raise UserError(
+            f"{path.name}:{line}: a quote opens a cell on this line and is not closed where the cell ends, so the "
+            f"CSV reader joins the lines after it ({rows} rows read, {bad_rows} malformed, from {lines} lines); "
+            "remove or close that quote"
+        )
+
+
 def read_case_csv(path: str | os.PathLike, official_split: str | None = None) -> tuple[list[CaseRow], list[DataIssue]]:
     """Read one case-description CSV; the official split comes from the file name unless given."""
     path = Path(path)
@@ -144,24 +218,29 @@ def read_case_csv(path: str | os.PathLike, official_split: str | None = None) ->
         official_split = "test" if "test" in name.lower() else "train"
     rows: list[CaseRow] = []
     issues: list[DataIssue] = []
+    bad_rows = 0
     with path.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.reader(handle)
         try:
             header = next(reader)
         except StopIteration:
-            raise ValueError(f"{path}: empty file, expected a CBIS-DDSM case-description CSV") from None
+            raise UserError(f"{path}: empty file, expected a CBIS-DDSM case-description CSV") from None
         columns = [_HEADER_ALIASES.get(_clean(h).lower()) for h in header]
         missing = {"patient_id", "side", "view", "abnormality_type", "image_path", "mask_path"} - set(columns)
         if missing:
-            raise ValueError(f"{path}: not a CBIS-DDSM case-description CSV, missing columns {sorted(missing)}")
-        for cells in reader:
-            line = reader.line_num
+            raise UserError(f"{path}: not a CBIS-DDSM case-description CSV, missing columns {sorted(missing)}")
+        end = reader.line_num
+        for cells in _rows_of(reader, path):
+            start, line = end + 1, reader.line_num  # a row spans lines start..line (quoted paths end in a newline)
+            end = line
             if not any(_clean(c) for c in cells):
                 continue
-            if len(cells) != len(header):
+            if len(cells) != len(header) or any("\n" in c.strip() for c in cells):
+                bad_rows += 1
                 issues.append(DataIssue(name, line, "row", str(len(cells)), f"expected {len(header)} cells; skipped"))
                 continue
             values = {col: _clean(cell) for col, cell in zip(columns, cells, strict=True) if col}
+            _check_path_values(values, name, start)
             kind = values["abnormality_type"].lower()
             if kind not in ("mass", "calcification"):
                 issues.append(DataIssue(name, line, "abnormality_type", kind, "unknown type; skipped"))
@@ -197,7 +276,34 @@ def read_case_csv(path: str | os.PathLike, official_split: str | None = None) ->
                     mask_path=values["mask_path"],
                 )
             )
+    if bad_rows:
+        _refuse_unbalanced_quote(path, len(rows), bad_rows)
     return rows, issues
+
+
+def _rows_of(reader: Iterable[list[str]], path: Path) -> Iterable[list[str]]:
+    """The reader's rows; a ``csv.Error`` (a cell swallowing the rest of the file) names the quote's line."""
+    try:
+        yield from reader
+    except csv.Error as error:
+        _refuse_unbalanced_quote(path, 0, 1)
+        raise UserError(f"{path}: unreadable CSV ({error})") from None
+
+
+def drop_duplicates(rows: Iterable[CaseRow]) -> tuple[list[CaseRow], list[DataIssue]]:
+    """Rows without exact copies (every value but the file and line equal), and an issue per copy dropped."""
+    first: dict[tuple, CaseRow] = {}
+    issues = []
+    for row in rows:
+        key = astuple(row)[2:]
+        if key in first:
+            seen = first[key]
+            issues.append(
+                DataIssue(row.source_file, row.line, "row", "", f"duplicate of {seen.source_file}:{seen.line}; skipped")
+            )
+        else:
+            first[key] = row
+    return list(first.values()), issues
 
 
 def group_mammograms(rows: Iterable[CaseRow]) -> list[Mammogram]:
@@ -220,7 +326,7 @@ def load_cbis_ddsm(csv_dir: str | os.PathLike) -> CbisDataset:
     """Read every case-description CSV present in ``csv_dir`` (at least one must exist)."""
     csv_dir = Path(csv_dir)
     if not csv_dir.is_dir():
-        raise FileNotFoundError(f"{csv_dir}: CSV folder not found")
+        raise UserError(f"{csv_dir}: CSV folder not found")
     rows: list[CaseRow] = []
     issues: list[DataIssue] = []
     found = 0
@@ -239,5 +345,7 @@ def load_cbis_ddsm(csv_dir: str | os.PathLike) -> CbisDataset:
         rows.extend(file_rows)
         issues.extend(file_issues)
     if not found:
-        raise FileNotFoundError(f"{csv_dir}: none of {sorted(CSV_FILES.values())} found")
-    return CbisDataset(rows=rows, mammograms=group_mammograms(rows), issues=issues)
+        raise UserError(f"{csv_dir}: none of {sorted(CSV_FILES.values())} found")
+    rows, duplicates = drop_duplicates(rows)
+    issues.extend(duplicates)
+    return CbisDataset(rows, group_mammograms(rows), issues, duplicate_rows=len(duplicates))

@@ -75,8 +75,11 @@ def write_json_atomic(data: Any, path: str | os.PathLike) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(data, indent=1))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)  # a write that failed (full disk) leaves no partial file
 
 
 @dataclass(frozen=True)
@@ -96,14 +99,16 @@ class ImageRecord:
 
 
 def load_records(coco_json: str | os.PathLike) -> list[ImageRecord]:
-    """Records of a COCO file written by ``mammodet.convert``, in image-id order."""
+    """Records of a COCO file written by ``mammodet.convert``, in image-id order; the boxes are the lesions
+    (``iscrowd: 0``), ignore regions left out."""
     path = Path(coco_json)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: COCO annotations not found; run python -m mammodet.convert first")
     coco = json.loads(path.read_text())
     by_image: dict[int, list[dict]] = {}
     for annotation in coco["annotations"]:
-        by_image.setdefault(annotation["image_id"], []).append(annotation)
+        if not annotation.get("iscrowd"):  # an ignore region is no lesion (and no background either)
+            by_image.setdefault(annotation["image_id"], []).append(annotation)
     records = []
     for image in sorted(coco["images"], key=lambda i: i["id"]):
         anns = by_image.get(image["id"], [])

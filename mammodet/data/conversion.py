@@ -8,17 +8,27 @@ or of another aspect ratio) is left out of the COCO files: kept, its lesion woul
 and a false positive to evaluation. ``conversion_report.json`` lists it under ``excluded`` with the reason and
 the lesions lost per class.
 
-A record holds its image's byte size and SHA-256; a record with the same settings whose image still matches
-means that mammogram is done, so an interrupted run resumes and a truncated or changed image is redone.
-Excluded mammograms are always looked at again (masks may have been downloaded since). A lock file
-(``.convert.lock``) keeps a second converter out of the same ``out_dir``; pool workers exit when the converter
-dies. At the end ``annotations/{train,val,test}.json`` (COCO) and ``conversion_report.json`` are written.
+A record holds its image's byte size and SHA-256 and its ``source``: a hash of the CSV rows it was made from
+and the byte size of its DICOM file and ROI masks. A record with the same settings and source whose image still
+matches means that mammogram is done, so an interrupted run resumes, and a truncated or changed image, an edited
+CSV row (another assessment or pathology: another class) or a replaced mask is redone (listed under ``redone``
+in the report, with the reason). Excluded mammograms are always looked at again (masks may have been downloaded
+since). A lock file (``.convert.lock``) keeps a second converter out of the same ``out_dir``; pool workers exit
+when the converter dies. At the end ``annotations/{train,val,test}.json`` (COCO), ``conversion_report.json``
+and, last, ``conversion.json`` are written: the settings, split options and CSV hashes that made the
+conversion (``conversion_fingerprint``), which training compares with its own before using a conversion.
+
+Nothing is written before the inputs are checked: a missing ``dicom_root`` or ``csv_dir``, CSVs without rows
+or a root holding none of the DICOM files they name raise ``UserError`` and leave no ``out_dir`` behind. A
+write that fails (a full disk, a file-size limit) stops the conversion with ``OutputWriteError``: what was
+done is kept, no temporary file is left, and the next run resumes.
 """
 
 from __future__ import annotations
 
 import fcntl
 import hashlib
+import inspect
 import json
 import os
 import threading
@@ -28,7 +38,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, astuple, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,16 +47,28 @@ import numpy as np
 from tqdm import tqdm
 
 from mammodet.data.annotate import annotate, redact
-from mammodet.data.cbis import DataIssue, Mammogram, load_cbis_ddsm
+from mammodet.data.cbis import CSV_FILES, DataIssue, Mammogram, load_cbis_ddsm
 from mammodet.data.classes import CLASSES
 from mammodet.data.coco import build_coco, write_json_atomic
 from mammodet.data.dicom import DEFAULT_MAX_PIXELS, DicomError, check_pixel_count, read_dicom, read_dicom_header
 from mammodet.data.labels import lesion_label
 from mammodet.data.layout import DicomLocator, LayoutError
 from mammodet.data.preprocess import crop_and_resize, crop_box_covering, map_boxes
-from mammodet.data.splits import SPLITS, SplitWarning, assign_splits
+from mammodet.data.splits import SPLITS, SplitWarning, assign_splits, make_splits
+from mammodet.errors import UserError
 
 IMAGE_FORMATS = {"jpeg": ".jpg", "png16": ".png"}
+FINGERPRINT_FILE = "conversion.json"
+SPLIT_OPTIONS = {
+    name: parameter.default
+    for name, parameter in inspect.signature(make_splits).parameters.items()
+    if parameter.default is not inspect.Parameter.empty and name not in ("official", "class_names")
+}
+"""The split options a conversion records (``make_splits``' keywords), with their defaults."""
+
+
+class OutputWriteError(UserError):
+    """A file of the conversion could not be written (full disk, file-size limit, permissions)."""
 
 
 @dataclass(frozen=True)
@@ -77,6 +99,8 @@ class ConversionSummary:
     lesions_lost: dict[str, int] = field(default_factory=dict)  # per class, in the excluded mammograms
     excluded: list[dict[str, Any]] = field(default_factory=list)
     skipped: list[dict[str, Any]] = field(default_factory=list)
+    duplicate_rows: int = 0  # exact copies of a CSV row, dropped (each listed in ``skipped``)
+    redone: list[dict[str, str]] = field(default_factory=list)  # records of an earlier run made again, and why
 
 
 def _issue_dict(issue: DataIssue, key: str) -> dict[str, Any]:
@@ -107,17 +131,61 @@ def _image_intact(out: Path, record: dict) -> bool:
         return False
 
 
-def _resumable(record_path: Path, out: Path, settings: ConvertSettings) -> dict | None:
-    """The record of a mammogram already done with these settings (image intact), else None."""
+def rows_fingerprint(mammogram: Mammogram) -> str:
+    """SHA-256 of a mammogram's CSV rows (every value but the file line) and image paths: a change is a redo."""
+    rows = [[str(value) for value in astuple(row)[2:]] for row in mammogram.abnormalities]
+    return hashlib.sha256(json.dumps([mammogram.image_paths, rows]).encode()).hexdigest()
+
+
+def _file_entry(locator: DicomLocator, csv_paths: Iterable[str], file: str | os.PathLike) -> list:
+    """``[CSV path, file name, byte size]`` of a file in the series folder of one of ``csv_paths``: found again
+    on resume in either layout, and free of the TCIA folder names (they carry study dates)."""
+    file = Path(file)
+    for csv_path in csv_paths:
+        try:
+            if csv_path and file in locator.series_files(csv_path):
+                return [csv_path, file.name, file.stat().st_size]
+        except LayoutError:
+            continue
+    raise LayoutError(f"{file.name}: not in the series folder of {list(csv_paths)}")
+
+
+def _source_changed(record: dict, mammogram: Mammogram, locator: DicomLocator) -> str | None:
+    """Why a record no longer matches its CSV rows or files (None: it matches)."""
+    source = record.get("source") or {}
+    if source.get("rows") != rows_fingerprint(mammogram):
+        return "its CSV rows changed (or it was made by an older mammodet)"
+    for csv_path, name, size in source.get("files", []):
+        try:
+            sizes = [f.stat().st_size for f in locator.series_files(csv_path) if f.name == name]
+        except OSError:
+            sizes = []
+        if sizes != [size]:
+            return "a DICOM file or ROI mask it was made from changed or is missing"
+    return None
+
+
+def _resumable(
+    record_path: Path, out: Path, settings: ConvertSettings, mammogram: Mammogram, dicom_root: str
+) -> tuple[dict | None, str | None]:
+    """The record of a mammogram already done with these settings and sources (image intact), else None and
+    why an earlier record is redone (None when there is none to redo)."""
     try:
         record = json.loads(record_path.read_text())
+    except FileNotFoundError:
+        return None, None
     except (OSError, ValueError):
-        return None
-    if record.get("settings") != asdict(settings) or "excluded" in record:
-        return None
+        return None, "its record was unreadable"
+    if "excluded" in record:
+        return None, None
+    if record.get("settings") != asdict(settings):
+        return None, "the conversion settings changed"
+    changed = _source_changed(record, mammogram, DicomLocator(dicom_root))
+    if changed:
+        return None, changed
     if settings.write_images and not _image_intact(out, record):
-        return None
-    return record
+        return None, "its image was missing or changed"
+    return record, None
 
 
 def convert_one(mammogram: Mammogram, split: str, dicom_root: str, out_dir: str, settings: ConvertSettings) -> dict:
@@ -128,11 +196,20 @@ def convert_one(mammogram: Mammogram, split: str, dicom_root: str, out_dir: str,
     """
     out = Path(out_dir)
     record_path = out / "records" / f"{mammogram.key}.json"
-    record = _resumable(record_path, out, settings)
+    record, redo = _resumable(record_path, out, settings, mammogram, dicom_root)
     if record is not None:
         record["split"] = split
         record["resumed"] = True
         return record
+    record = _convert_new(mammogram, split, dicom_root, out, settings)
+    if redo is not None:
+        record["redone"] = redo
+    return record
+
+
+def _convert_new(mammogram: Mammogram, split: str, dicom_root: str, out: Path, settings: ConvertSettings) -> dict:
+    """Convert one mammogram from its DICOM files (see ``convert_one``)."""
+    record_path = out / "records" / f"{mammogram.key}.json"
     locator = DicomLocator(dicom_root)
     errors, sources = [], []
     for image_file_path in mammogram.image_paths:  # the mass copy first, the calc copy if it is missing
@@ -172,7 +249,7 @@ def convert_one(mammogram: Mammogram, split: str, dicom_root: str, out_dir: str,
         record["lesions_lost"] = _per_class(lesion.label for lesion in lost)
         record["lesions_dropped"] = _per_class(lesion_label(row, *rules[:2]) for row in mammogram.abnormalities)
         (out / file_name).unlink(missing_ok=True)  # an image of an earlier conversion of this mammogram
-        write_json_atomic(record, record_path)
+        _write_json(record, record_path)
         return record
     for candidate_path, candidate_file, _ in sources:
         try:
@@ -182,7 +259,7 @@ def convert_one(mammogram: Mammogram, split: str, dicom_root: str, out_dir: str,
                 gamma=settings.gamma,
                 max_pixels=settings.max_pixels,
             )
-            image_file_path = candidate_path
+            image_file_path, dicom_file = candidate_path, candidate_file
             break
         except DicomError as error:
             errors.append(redact(str(error)))
@@ -198,6 +275,9 @@ def convert_one(mammogram: Mammogram, split: str, dicom_root: str, out_dir: str,
     out_boxes = map_boxes(np.array(boxes), crop_box, scale) if boxes else np.zeros((0, 4))
     if settings.write_images:
         record["image_bytes"], record["image_sha256"] = _write_image_atomic(image, out / file_name, settings)
+    files = [_file_entry(locator, [image_file_path], dicom_file)]
+    for row, annotation in zip(mammogram.abnormalities, annotations, strict=True):
+        files.append(_file_entry(locator, [row.mask_path, row.crop_path], annotation.mask_file))
     record.update(
         {
             "width": int(image.shape[1]),
@@ -211,23 +291,49 @@ def convert_one(mammogram: Mammogram, split: str, dicom_root: str, out_dir: str,
                 {**asdict(a), "box": [float(v) for v in box], "source_box": list(a.box)}
                 for a, box in zip(annotations, out_boxes, strict=True)
             ],
+            "source": {"rows": rows_fingerprint(mammogram), "files": files},
         }
     )
-    write_json_atomic(record, record_path)
+    for annotation in record["annotations"]:
+        del annotation["mask_file"]
+    _write_json(record, record_path)
     return record
+
+
+@contextmanager
+def _writing(path: Path) -> Iterator[None]:
+    """Turn a failed write of ``path`` (its temporary file already removed) into one ``OutputWriteError``."""
+    try:
+        yield
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise OutputWriteError(
+            f"{path}: cannot write ({reason}); what was converted is kept: make room (or raise the limit) and run "
+            "the conversion again, it resumes"
+        ) from None
+
+
+def _write_json(data: Any, path: Path) -> None:
+    """``write_json_atomic``, a failure raising ``OutputWriteError``."""
+    with _writing(path):
+        write_json_atomic(data, path)
 
 
 def _write_image_atomic(image: np.ndarray, path: Path, settings: ConvertSettings) -> tuple[int, str]:
     """Encode and write ``image`` through a per-process temporary file; returns its byte size and SHA-256."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     params = [cv2.IMWRITE_JPEG_QUALITY, settings.jpeg_quality] if settings.image_format == "jpeg" else []
     ok, encoded = cv2.imencode(path.suffix, image, params)
     if not ok:
         raise OSError(f"{path}: could not encode image")
     data = encoded.tobytes()
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    with _writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
     return len(data), hashlib.sha256(data).hexdigest()
 
 
@@ -283,24 +389,38 @@ def convert_dataset(
     """Convert a CBIS-DDSM copy to images + COCO files under ``out_dir``; see the module docstring.
 
     Splits come from the CSVs and the seed alone (``mammodet.data.splits``), so a partial download converts
-    into the same split per patient as the full one. Raises ``ConvertLockError`` while another conversion
-    writes to ``out_dir``.
+    into the same split per patient as the full one. Raises ``UserError`` (before writing anything) for inputs
+    that yield nothing, ``ConvertLockError`` while another conversion writes to ``out_dir`` and
+    ``OutputWriteError`` when a file cannot be written.
     """
     if settings.image_format not in IMAGE_FORMATS:
         raise ValueError(f"unknown image_format {settings.image_format!r}; choose one of {sorted(IMAGE_FORMATS)}")
     dicom_root, out = str(dicom_root), Path(out_dir)
-    DicomLocator(dicom_root)  # fails early with a clear message when the root is missing
+    for key, path in (("data.csv_dir", csv_dir), ("data.dicom_root", dicom_root)):
+        if not Path(path).is_dir():
+            what = "is not a folder" if Path(path).exists() else "does not exist"
+            raise UserError(f"{key}={path} {what} (relative paths start at {Path.cwd()})")
     dataset = load_cbis_ddsm(csv_dir)
+    if not dataset.mammograms:
+        raise UserError(
+            f"data.csv_dir={csv_dir}: its CSVs hold no usable row ({len(dataset.issues)} problems, e.g. "
+            f"{dataset.issues[0] if dataset.issues else 'none'})"
+        )
+    check_dicom_root(dicom_root, dataset.mammograms)
     with warnings.catch_warnings(record=True):  # kept in the report (and printed by mammodet.convert)
         warnings.simplefilter("always", SplitWarning)
         splits = assign_splits(dataset, settings.mass_rule, settings.birads0, **(split_options or {}))
     summary = ConversionSummary(overlap_patients=len(splits.overlap_patients), split_warnings=splits.warnings)
     summary.skipped = [_issue_dict(i, "") for i in dataset.issues]
+    summary.duplicate_rows = dataset.duplicate_rows
     with out_dir_lock(out):
+        (out / FINGERPRINT_FILE).unlink(missing_ok=True)  # the old one would vouch for half-redone files
         records = _convert_all(dataset.mammograms, splits.assignment, dicom_root, out, settings, workers, summary)
         kept = []
         for record in records:
             summary.skipped.extend(record["issues"])
+            if "redone" in record:
+                summary.redone.append({"key": record["key"], "reason": record.pop("redone")})
             if "excluded" in record:
                 summary.excluded.append(
                     {k: record[k] for k in ("key", "split", "excluded", "lesions_lost", "lesions_dropped")}
@@ -312,18 +432,70 @@ def convert_dataset(
                 summary.converted += 1
                 kept.append(record)
         summary.excluded.sort(key=lambda e: e["key"])
+        summary.redone.sort(key=lambda e: e["key"])
         lost = Counter()
         for entry in summary.excluded:
             lost.update(entry["lesions_lost"])
         summary.lesions_lost = {name: lost[name] for name in CLASSES}
         for split in SPLITS:
             split_records = [r for r in kept if r["split"] == split]
-            write_json_atomic(build_coco(split_records), out / "annotations" / f"{split}.json")
+            _write_json(build_coco(split_records), out / "annotations" / f"{split}.json")
             summary.images_per_split[split] = len(split_records)
             per_class = Counter(CLASSES[a["label"] - 1] for r in split_records for a in r["annotations"])
             summary.lesions_per_split[split] = {name: per_class.get(name, 0) for name in CLASSES}
-        write_json_atomic(asdict(summary), out / "conversion_report.json")
+        _write_json(asdict(summary), out / "conversion_report.json")
+        _write_json(conversion_fingerprint(settings, split_options, csv_dir), out / FINGERPRINT_FILE)
     return summary
+
+
+def check_dicom_root(dicom_root: str, mammograms: list[Mammogram]) -> None:
+    """Raise ``UserError`` when ``dicom_root`` holds none of the full mammograms the CSVs name (a wrong folder).
+
+    Stops at the first file found, so a right root costs one lookup; a partial download passes.
+    """
+    locator = DicomLocator(dicom_root)
+    for mammogram in mammograms:
+        for image_file_path in mammogram.image_paths:
+            try:
+                locator.full_image(image_file_path)
+                return
+            except LayoutError:
+                continue
+    nested = Path(dicom_root) / "CBIS-DDSM"
+    hint = f"; did you mean data.dicom_root={nested}?" if nested.is_dir() else ""
+    raise UserError(
+        f"data.dicom_root={dicom_root} holds none of the {len(mammograms)} DICOM files that the CSVs name; expected "
+        "the TCIA tree '<subject>/<date>-DDSM-<study>/<series>/1-1.dcm' (the NBIA downloader's CBIS-DDSM folder) or "
+        f"the classic layout '<image file path as in the CSV>'{hint}"
+    )
+
+
+def conversion_fingerprint(
+    settings: ConvertSettings, split_options: dict[str, Any] | None, csv_dir: str | os.PathLike | None
+) -> dict[str, Any]:
+    """What makes a conversion: its settings, split options (defaults filled in) and the SHA-256 of each CSV
+    (left out when ``csv_dir`` is None)."""
+    fingerprint = {"settings": asdict(settings), "split": {**SPLIT_OPTIONS, **(split_options or {})}}
+    if csv_dir is not None:
+        files = sorted(CSV_FILES.values())
+        paths = [(name, Path(csv_dir) / name) for name in files]
+        fingerprint["csv_sha256"] = {n: hashlib.sha256(p.read_bytes()).hexdigest() for n, p in paths if p.is_file()}
+    return fingerprint
+
+
+def fingerprint_differences(out_dir: str | os.PathLike, expected: dict[str, Any]) -> list[str] | None:
+    """The fields (``settings.mass_rule``, ``split.mode``, ``csv_sha256.<file>``) in which the conversion in
+    ``out_dir`` differs from ``expected``; None when it has no ``conversion.json`` (older or unfinished).
+    A section missing from ``expected`` (``csv_sha256`` without a CSV folder) is not compared."""
+    try:
+        recorded = json.loads((Path(out_dir) / FINGERPRINT_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    differences = []
+    for section, values in expected.items():
+        had = recorded.get(section) or {}
+        differences += [f"{section}.{k}" for k in sorted(set(values) | set(had)) if values.get(k) != had.get(k)]
+    return differences
 
 
 def _convert_all(
@@ -335,16 +507,21 @@ def _convert_all(
     workers: int,
     summary: ConversionSummary,
 ) -> list[dict]:
-    """Run ``convert_one`` on every mammogram (in ``workers`` processes, 0: here); failures go to ``summary``."""
+    """Run ``convert_one`` on every mammogram (in ``workers`` processes, 0: here); failures go to ``summary``.
+
+    Records and failures come back in the order of ``mammograms`` whatever order the workers finish in, so the
+    report is the same with any number of workers.
+    """
     records: list[dict] = []
+    failures: list[dict] = []
     jobs = [(m, assignment[m.key], dicom_root, str(out), settings) for m in mammograms]
     progress = tqdm(total=len(jobs), desc="convert", unit="img")
 
     def collect(mammogram: Mammogram, compute: Any) -> None:
         try:
             records.append(compute())
-        except (LayoutError, DicomError, OSError) as error:
-            summary.skipped.append(
+        except (LayoutError, DicomError, OSError) as error:  # a bad input file; a failed write is fatal
+            failures.append(
                 {
                     "key": mammogram.key,
                     "file": mammogram.image_paths[0],
@@ -356,13 +533,21 @@ def _convert_all(
             )
         progress.update()
 
-    if workers > 0:
-        with ProcessPoolExecutor(workers, initializer=exit_with_parent, initargs=(os.getpid(),)) as pool:
-            futures = {pool.submit(convert_one, *job): job[0] for job in jobs}
-            for future in as_completed(futures):
-                collect(futures[future], future.result)
-    else:
-        for job in jobs:
-            collect(job[0], lambda job=job: convert_one(*job))
-    progress.close()
-    return records
+    try:
+        if workers > 0:
+            with ProcessPoolExecutor(workers, initializer=exit_with_parent, initargs=(os.getpid(),)) as pool:
+                futures = {pool.submit(convert_one, *job): job[0] for job in jobs}
+                try:
+                    for future in as_completed(futures):
+                        collect(futures[future], future.result)
+                except BaseException:
+                    pool.shutdown(cancel_futures=True)  # the running ones finish (or fail) and are kept
+                    raise
+        else:
+            for job in jobs:
+                collect(job[0], lambda job=job: convert_one(*job))
+    finally:
+        progress.close()
+    order = {m.key: i for i, m in enumerate(mammograms)}
+    summary.skipped.extend(sorted(failures, key=lambda f: order[f["key"]]))
+    return sorted(records, key=lambda r: order[r["key"]])

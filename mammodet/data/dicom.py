@@ -25,12 +25,14 @@ errors name the file path and the reason, never a DICOM text attribute, and this
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import pydicom
+import pydicom.config
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
@@ -46,6 +48,10 @@ included) have at most about 40 million, and a 16-bit image of the limit takes 1
 declaring 60000 x 60000 would take 7.2 GB)."""
 
 _UNDEFINED_LENGTH = 0xFFFFFFFF
+pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
+"""pydicom's reading validation warns (and logs) with the invalid value itself, e.g. a PhotometricInterpretation
+or a Transfer Syntax UID holding a name; this module checks the values it uses and names only the attribute."""
+_UID = re.compile(r"[0-9]+(\.[0-9]+)*")
 
 
 class DicomError(ValueError):
@@ -218,7 +224,8 @@ def _check_image(ds: Dataset, path: Path) -> DicomImageInfo:
         raise _error(path, f"colour image ({samples} samples per pixel); only grayscale is supported")
     photometric = str(ds.get("PhotometricInterpretation") or "").strip().upper()
     if photometric not in ("MONOCHROME1", "MONOCHROME2"):
-        raise _error(path, f"photometric interpretation {photometric or 'missing'}; only MONOCHROME1/2")
+        state = "unsupported" if photometric else "missing"  # the value itself is never echoed (free text)
+        raise _error(path, f"{state} PhotometricInterpretation; only MONOCHROME1/2 (grayscale) images are supported")
     frames = _int_attribute(ds, "NumberOfFrames", path, default=1)
     if frames > 1:
         raise _error(path, f"multi-frame image ({frames} frames); only single-frame images are supported")
@@ -232,6 +239,8 @@ def _check_image(ds: Dataset, path: Path) -> DicomImageInfo:
     syntax = ds.file_meta.get("TransferSyntaxUID")
     if not syntax:
         raise _error(path, "missing Transfer Syntax UID in the file meta information")
+    if not _UID.fullmatch(str(syntax)):
+        raise _error(path, "invalid Transfer Syntax UID in the file meta information (not a dotted number)")
     label = syntax.name if syntax.name == str(syntax) else f"{syntax.name} ({syntax})"
     try:
         decodable = get_decoder(syntax).is_available
@@ -267,10 +276,16 @@ def _decode(path: Path, max_pixels: int | None) -> tuple[Dataset, DicomImageInfo
         raise _error(path, "no pixel data")
     if not ds.PixelData:
         raise _error(path, "empty pixel data")
+    frame_bytes = info.rows * info.columns * _int_attribute(ds, "BitsAllocated", path) // 8
+    if not ds.file_meta.TransferSyntaxUID.is_compressed and len(ds.PixelData) >= 2 * frame_bytes:
+        frames = len(ds.PixelData) // frame_bytes
+        raise _error(path, f"pixel data holds {frames} frames but NumberOfFrames is 1 or absent; only single frames")
     try:
         raw = ds.pixel_array
     except Exception as exc:  # a plugin's or pydicom's failure, of whatever type, is a bad file here
         raise _error(path, f"cannot decode the {info.transfer_syntax} pixel data ({type(exc).__name__})") from exc
+    if raw.shape != (info.rows, info.columns):
+        raise _error(path, f"pixel data decodes to shape {raw.shape}, expected one {info.rows} x {info.columns} frame")
     return ds, info, raw
 
 

@@ -19,6 +19,7 @@ from mammodet.data.coco import ImageRecord
 from mammodet.data.dicom import read_dicom
 from mammodet.data.layout import DicomLocator
 from mammodet.data.preprocess import resize_scale, white_level
+from mammodet.errors import UserError
 
 
 class ImageSource(Protocol):
@@ -136,11 +137,16 @@ class CacheSettings:
             raise ValueError(f"unknown cache dtype {self.dtype!r}; choose one of {DTYPES}")
 
 
+def check_cache_input(settings: CacheSettings, dicom_root: str | os.PathLike | None) -> None:
+    """Refuse a cache that decodes from DICOM without a ``data.dicom_root`` to decode from."""
+    if settings.input == "dicom" and not dicom_root:
+        raise UserError("a cache with data.cache.input=dicom needs data.dicom_root")
+
+
 def input_source(settings: CacheSettings, image_dir: str | os.PathLike, dicom_root: str | None) -> ImageSource:
     """Where the build decodes pixels from (and ``CacheSource.load`` falls back to)."""
+    check_cache_input(settings, dicom_root)
     if settings.input == "dicom":
-        if not dicom_root:
-            raise ValueError("a cache with input=dicom needs data.dicom_root")
         return DicomSource(dicom_root, settings.gamma)
     return FileSource(image_dir)
 

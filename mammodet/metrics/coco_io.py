@@ -1,8 +1,8 @@
 """COCO files in and out of an evaluation: ground truth (``instances`` format) and detector results.
 
 Results use COCO's results format, ``[{"image_id", "category_id", "bbox": [x, y, w, h], "score"}]``, in the
-pixels of the annotation file's images, so any detector's output can be scored. Every problem raises
-``ValueError`` (``FileNotFoundError`` for a missing file) naming the file and the reason.
+pixels of the annotation file's images, so any detector's output can be scored. Every problem raises a
+``UserError`` naming the file and the reason.
 """
 
 from __future__ import annotations
@@ -16,17 +16,18 @@ from typing import Any
 import numpy as np
 
 from mammodet.data.coco import ImageRecord, load_records
+from mammodet.errors import UserError
 
 
 def read_json(path: str | os.PathLike, what: str) -> Any:
     """The parsed JSON of ``path``; ``what`` names the file's role in errors."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: {what} file not found")
+        raise UserError(f"{path}: {what} file not found")
     try:
         return json.loads(path.read_text())
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(f"{path}: {what} file is not valid JSON ({error})") from error
+        raise UserError(f"{path}: {what} file is not valid JSON ({error})") from error
 
 
 def _check_box(bbox: Any) -> bool:
@@ -57,32 +58,32 @@ def read_ground_truth(path: str | os.PathLike) -> tuple[list[ImageRecord], tuple
     path = Path(path)
     coco = read_json(path, "COCO annotations")
     if not isinstance(coco, dict) or not isinstance(coco.get("images"), list) or not coco["images"]:
-        raise ValueError(f"{path}: COCO annotations hold no images (need a non-empty 'images' list)")
+        raise UserError(f"{path}: COCO annotations hold no images (need a non-empty 'images' list)")
     image_ids = set()
     for image in coco["images"]:
         missing = [key for key in ("id", "file_name", "width", "height") if key not in image]
         if missing:
-            raise ValueError(f"{path}: image {image.get('id', '?')} lacks {', '.join(missing)}")
+            raise UserError(f"{path}: image {image.get('id', '?')} lacks {', '.join(missing)}")
         image_ids.add(image["id"])
     categories = sorted(coco.get("categories") or [], key=lambda c: c["id"])
     ids = [c["id"] for c in categories]
     if ids != list(range(1, len(ids) + 1)) or not ids:
-        raise ValueError(f"{path}: category ids must be 1..K (background is 0), got {ids}")
+        raise UserError(f"{path}: category ids must be 1..K (background is 0), got {ids}")
     annotations = coco.get("annotations", [])
     if not isinstance(annotations, list):
-        raise ValueError(f"{path}: 'annotations' must be a list")
+        raise UserError(f"{path}: 'annotations' must be a list")
     by_image: dict[Any, list[dict[str, Any]]] = {}
     for annotation in annotations:
         if annotation.get("image_id") not in image_ids:
-            raise ValueError(
+            raise UserError(
                 f"{path}: annotation {annotation.get('id')} refers to unknown image {annotation.get('image_id')}"
             )
         if annotation.get("category_id") not in ids:
-            raise ValueError(
+            raise UserError(
                 f"{path}: annotation {annotation.get('id')} has unknown category {annotation.get('category_id')}"
             )
         if not _check_box(annotation.get("bbox")):
-            raise ValueError(f"{path}: annotation {annotation.get('id')} needs bbox [x, y, w, h] with w, h >= 0")
+            raise UserError(f"{path}: annotation {annotation.get('id')} needs bbox [x, y, w, h] with w, h >= 0")
         by_image.setdefault(annotation["image_id"], []).append(annotation)
     records = load_records(path)
     targets = []
@@ -131,12 +132,12 @@ def predictions_from_results(
     gathered and checked as arrays (fast for 10^5 entries); the first bad entry is then named.
     """
     if not isinstance(results, list):
-        raise ValueError(f"{path}: predictions must be a COCO results list [{{image_id, category_id, bbox, score}}]")
+        raise UserError(f"{path}: predictions must be a COCO results list [{{image_id, category_id, bbox, score}}]")
     index = {record.image_id: i for i, record in enumerate(records)}
     unknown = sorted({r.get("image_id") for r in results if isinstance(r, dict)} - index.keys(), key=str)
     if unknown:
         shown = ", ".join(map(str, unknown[:5])) + (" ..." if len(unknown) > 5 else "")
-        raise ValueError(f"{path}: predictions for {len(unknown)} image ids not in the annotations: {shown}")
+        raise UserError(f"{path}: predictions for {len(unknown)} image ids not in the annotations: {shown}")
     try:
         image = np.array([index[r["image_id"]] for r in results], dtype=np.int64)
         boxes = np.array([r["bbox"] for r in results], dtype=np.float64).reshape(-1, 4)
@@ -157,7 +158,7 @@ def predictions_from_results(
         for k, result in enumerate(results):
             problem = _entry_problem(result, num_classes)
             if problem:
-                raise ValueError(f"{path}: entry {k} {problem}")
+                raise UserError(f"{path}: entry {k} {problem}")
     order = np.argsort(image, kind="stable")
     boxes = boxes[order]
     xyxy = np.concatenate([boxes[:, :2], boxes[:, :2] + boxes[:, 2:]], axis=1)

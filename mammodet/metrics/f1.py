@@ -36,6 +36,7 @@ from mammodet.metrics.matching import (
     hit_matrix,
     labels_of,
     lesions_of,
+    on_ignore_regions,
     scores_of,
 )
 
@@ -85,7 +86,8 @@ def match_predictions(
         tp = greedy_match(iou, hit & same_class) >= 0
         # Index -1 (unmatched) picks the appended background label 0.
         matched_label = np.append(gt_labels, 0)[greedy_match(iou, hit)]
-        parts.append((labels, scores[order], tp, matched_label, gt_labels))
+        keep = tp | ~on_ignore_regions(boxes_of(pred)[order], target, iou_threshold)  # ignore regions: no FP
+        parts.append((labels[keep], scores[order][keep], tp[keep], matched_label[keep], gt_labels))
     pred_counts = [len(p[0]) for p in parts]
     gt_counts = [len(p[4]) for p in parts]
     image_ids = np.arange(len(parts), dtype=np.int64)

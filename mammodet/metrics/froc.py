@@ -40,6 +40,7 @@ from mammodet.metrics.matching import (
     hit_matrix,
     labels_of,
     lesions_of,
+    on_ignore_regions,
     scores_of,
 )
 
@@ -90,7 +91,7 @@ def lesion_records(
         gt_boxes, gt_labels = lesions_of(target)
         _, hit = hit_matrix(boxes_of(pred), gt_boxes, iou_threshold, criterion)
         hit_class = hit & (labels[:, None] == gt_labels[None, :])
-        fp = ~hit_class.any(axis=1)
+        fp = ~hit_class.any(axis=1) & ~on_ignore_regions(boxes_of(pred), target, iou_threshold)  # ignore: no FP
         parts.append(
             (
                 gt_labels,

@@ -73,6 +73,24 @@ def lesions_of(target: Detections) -> tuple[np.ndarray, np.ndarray]:
     return boxes_of(target)[keep], labels_of(target)[keep]
 
 
+def on_ignore_regions(boxes: np.ndarray, target: Detections, threshold: float) -> np.ndarray:
+    """(P,) True where a predicted box lies on one of the target's ignore regions (its crowd boxes): at least
+    ``threshold`` of the box's area inside one, COCO's crowd rule. Such a prediction is neither a true nor a
+    false positive (F1, FROC), as pycocotools ignores it in mAP."""
+    crowd = crowd_of(target)
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    if not crowd.any() or len(boxes) == 0:
+        return np.zeros(len(boxes), bool)
+    regions = boxes_of(target)[crowd]
+    lt = np.maximum(boxes[:, None, :2], regions[None, :, :2])
+    rb = np.minimum(boxes[:, None, 2:], regions[None, :, 2:])
+    inter = np.clip(rb - lt, 0, None).prod(axis=2)
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = np.where(area[:, None] > 0, inter / area[:, None], 0.0)
+    return (share >= threshold).any(axis=1)
+
+
 def box_iou(boxes1: np.ndarray, boxes2: np.ndarray) -> np.ndarray:
     """(M, G) IoU of xyxy boxes, with the float operations of ``torchvision.ops.box_iou``."""
     area1 = (boxes1[:, 2] - boxes1[:, 0]) * (boxes1[:, 3] - boxes1[:, 1])

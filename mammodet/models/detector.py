@@ -27,7 +27,7 @@ from lightning import LightningModule
 from torch import Tensor
 from torch.optim.lr_scheduler import LambdaLR
 
-from mammodet.data.classes import LABEL_NAMES, NUM_CLASSES
+from mammodet.data.classes import CLASSES, LABEL_NAMES, NUM_CLASSES
 from mammodet.data.detection_dataset import model_input
 from mammodet.errors import UserError
 from mammodet.metrics import DetectionEvaluator
@@ -347,8 +347,10 @@ class DetectorModule(LightningModule):
         }
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Store ``load_pretrained=False``: the checkpoint holds the weights, restoring it must not download."""
+        """Store ``load_pretrained=False`` (the checkpoint holds the weights, restoring it must not download) and
+        the class names, which ``mammodet.models.checkpoint.check_classes`` compares at load time."""
         checkpoint["hyper_parameters"]["load_pretrained"] = False
+        checkpoint["classes"] = list(CLASSES)
 
     # ---------------------------------------------------------------- evaluation
 

@@ -4,7 +4,8 @@ Routes: ``GET /`` (the page), ``GET /health``, ``GET /v1/model``, ``POST /v1/det
 ``file``; ``?preview=true`` adds a PNG ``data:`` URL of the image for display), OpenAPI docs at ``/docs``.
 
 Bad input answers 4xx with ``{"error": {"code", "message"}}``, never 5xx: an upload over ``max_upload_mb``
-(413, refused from its Content-Length before it is read; 411 for a chunked upload without one), a body not
+(413, refused from its Content-Length before it is read, and counted again as the body arrives; 411 for a chunked
+upload without one; 400 for one that sends both Content-Length and Transfer-Encoding), a body not
 received within ``body_timeout_s`` (408), an empty file (400), content that is not DICOM, PNG or JPEG by its
 magic bytes (415), too many pixels by the header (413), a file that cannot be decoded or whose decoded size
 differs from its header (422). The upload is written to a temporary folder that is deleted once it is
@@ -13,7 +14,8 @@ decoded; messages and logs carry no DICOM text attribute and no file name.
 Load: at most ``max_concurrent`` uploads are decoded and run through the model at once (a semaphore; in a
 worker thread, off the event loop) and at most ``max_queue`` more wait, bodies read; further detection
 requests answer 503 with ``Retry-After`` before their body is read. With ``api_key`` set, every ``/v1/*``
-request must carry it (``X-API-Key: <key>`` or ``Authorization: Bearer <key>``; 401 otherwise). Every answer
+request must carry it (``X-API-Key: <key>`` or ``Authorization: Bearer <key>``, the scheme in any case; 401
+otherwise). A queued request whose client has disconnected is dropped before it reaches the model. Every answer
 carries Content-Security-Policy, X-Content-Type-Options: nosniff and X-Frame-Options: DENY.
 """
 
@@ -148,18 +150,24 @@ class Guard:
 
     def _refusal(self, method: str, path: str, headers: Headers) -> JSONResponse | None:
         """The answer for a request refused from its headers alone, or None."""
-        if self.api_key is not None and path.startswith("/v1/"):
-            given = headers.get("x-api-key") or headers.get("authorization", "").removeprefix("Bearer ").strip()
-            if not hmac.compare_digest(given.encode(), self.api_key.encode()):
-                return error_response(
-                    401,
-                    "unauthorized",
-                    "this server needs an API key: send it as X-API-Key: <key> or Authorization: Bearer <key>",
-                    headers={"WWW-Authenticate": "Bearer"},
-                )
+        if (
+            self.api_key is not None
+            and path.startswith("/v1/")
+            and not hmac.compare_digest(presented_key(headers).encode(), self.api_key.encode())
+        ):
+            return error_response(
+                401,
+                "unauthorized",
+                "this server needs an API key: send it as X-API-Key: <key> or Authorization: Bearer <key>",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
         if method == "POST":
             length = headers.get("content-length", "0")
-            if "content-length" not in headers and "transfer-encoding" in headers:
+            if "content-length" in headers and "transfer-encoding" in headers:  # RFC 9112 6.1: ambiguous framing
+                return error_response(
+                    400, "bad_request", "send either Content-Length or Transfer-Encoding, not both (ambiguous length)"
+                )
+            if "transfer-encoding" in headers:
                 return error_response(411, "length_required", "send the upload with a Content-Length header")
             if not length.isdigit():
                 return error_response(400, "bad_request", "invalid Content-Length header")
@@ -170,12 +178,14 @@ class Guard:
         return None
 
     def _timed(self, receive: Receive) -> Receive:
-        """``receive`` with one deadline for the whole body (408 once it has passed); none after its last chunk."""
+        """``receive`` with one deadline for the whole body (408 once it has passed) and the bytes it actually
+        delivers counted against ``max_bytes`` (413), whatever the headers said; no deadline after its last chunk."""
         deadline = time.monotonic() + self.body_timeout_s
         body_done = False
+        received = 0
 
         async def timed_receive() -> Message:
-            nonlocal body_done
+            nonlocal body_done, received
             if body_done:  # e.g. a disconnect check while the model runs: no deadline
                 return await receive()
             try:
@@ -184,6 +194,10 @@ class Guard:
                 raise FastAPIHTTPException(
                     408, f"the upload did not arrive within {self.body_timeout_s:g} s (body_timeout_s)"
                 ) from None
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise FastAPIHTTPException(413, f"upload of more than {self.max_bytes} bytes is over the limit")
             body_done = message["type"] != "http.request" or not message.get("more_body", False)
             return message
 
@@ -210,6 +224,14 @@ class Guard:
             await send(message)
 
         return secured_send
+
+
+def presented_key(headers: Headers) -> str:
+    """The API key a request carries: ``X-API-Key``, else ``Authorization: Bearer`` (scheme case-insensitive)."""
+    if headers.get("x-api-key"):
+        return headers["x-api-key"]
+    scheme, _, credentials = headers.get("authorization", "").strip().partition(" ")
+    return credentials.strip() if scheme.lower() == "bearer" else ""
 
 
 def create_app(
@@ -302,13 +324,17 @@ def create_app(
         responses={status: {"model": ErrorResponse} for status in (400, 401, 408, 411, 413, 415, 422, 503)},
     )
     async def detect(
+        request: Request,
         file: Annotated[UploadFile, File(description="a DICOM, PNG or JPEG mammogram")],
         preview: Annotated[bool, Query(description="add the image as a PNG data: URL (for display)")] = False,
-    ) -> dict[str, Any]:
+    ) -> dict[str, Any] | JSONResponse:
         """Detect lesions; boxes in the uploaded image's pixels."""
         data = await file.read()
         await file.close()
         async with slots:
+            if await request.is_disconnected():  # nobody waits for this answer: leave the model to the others
+                log.info("detect: dropped, the client disconnected while queued")
+                return error_response(499, "client_closed", "the client disconnected before its turn")
             return await run_in_threadpool(analyse, data, preview)
 
     return app

@@ -25,17 +25,36 @@ from mammodet.serving.render import annotate
 def heat_maps(detector: Detector, prepared: Prepared, detections: Detections) -> list[np.ndarray]:
     """One Grad-CAM map per detection, ``(H, W)`` float 0..1 over the original image (0 outside the crop)."""
     model_boxes = map_boxes(detections.boxes, prepared.crop_box, prepared.scale)
-    image = prepared.tensor[None].contiguous()
+    _, height, width = prepared.tensor.shape
+    image = padded_input(detector.model, prepared.tensor)[None].contiguous()
     cam = GradCAM(model=detector.model, target_layers=list(detector.model.backbone.fpn.layer_blocks))
     try:  # not GradCAM's context manager: its exit swallows IndexError
         maps = []
         for box, label in zip(model_boxes, detections.labels, strict=True):
             target = FasterRCNNBoxScoreTarget([int(label)], [torch.as_tensor(box, dtype=torch.float32)])
-            maps.append(_on_original(cam(input_tensor=image, targets=[target])[0], prepared))
+            heat = cam(input_tensor=image, targets=[target])[0][:height, :width]  # the padding cut off
+            maps.append(_on_original(heat / max(float(heat.max()), 1e-7), prepared))
     finally:
         cam.activations_and_grads.release()
         detector.model.zero_grad(set_to_none=True)
     return maps
+
+
+def padded_input(model: torch.nn.Module, image: torch.Tensor) -> torch.Tensor:
+    """``image`` padded at the right and bottom to the model's ``size_divisible``, with the value that normalises
+    to 0: the very tensor the model pads itself, so detections are unchanged, but Grad-CAM now sees its size.
+
+    Grad-CAM resizes each feature map to the size of the tensor it was given: given the unpadded image, it
+    stretched maps that cover the padded one over it, moving the map and its padding (where the image's edge
+    against the padding makes strong features) onto the image: the hottest region sat at the crop border.
+    """
+    transform = model.transform
+    divisor = transform.size_divisible
+    _, height, width = image.shape
+    out = torch.empty((3, -(-height // divisor) * divisor, -(-width // divisor) * divisor), dtype=image.dtype)
+    out[:] = torch.as_tensor(transform.image_mean, dtype=image.dtype)[:, None, None]
+    out[:, :height, :width] = image
+    return out
 
 
 def _on_original(small: np.ndarray, prepared: Prepared) -> np.ndarray:

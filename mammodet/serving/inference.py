@@ -36,7 +36,10 @@ from mammodet.data.conversion import ConvertSettings
 from mammodet.data.detection_dataset import model_input, to_sample
 from mammodet.data.dicom import DEFAULT_MAX_PIXELS, DicomError, read_dicom, read_dicom_header
 from mammodet.data.preprocess import breast_box, crop_and_resize, unmap_boxes, white_level
+from mammodet.data.provenance import Provenance, checkpoint_provenance
+from mammodet.errors import UserError
 from mammodet.models import DetectorModule, get_model
+from mammodet.models.checkpoint import read_checkpoint
 
 Forward = Callable[[list[Tensor]], list[dict[str, Tensor]]]
 """A detector runtime: images ``[3, H, W]`` in 0..1 -> ``dict(boxes, scores, labels)`` per image, on the CPU."""
@@ -239,6 +242,9 @@ class Detector:
         score_thresh: the score from which a lesion is drawn and shown by default (all detections the model
             keeps, from its own ``box_score_thresh``, are returned).
         max_pixels: larger images are refused before decoding.
+        provenance: what the model was trained on (``mammodet.data.provenance``): ``"synthetic"`` makes
+            ``predict`` warn that its predictions on real mammograms mean nothing.
+        checkpoint: the file it was loaded from (logged by ``predict``).
     """
 
     def __init__(
@@ -250,8 +256,11 @@ class Detector:
         device: torch.device,
         score_thresh: float = 0.3,
         max_pixels: int = DEFAULT_MAX_PIXELS,
+        provenance: Provenance = "real",
+        checkpoint: Path | None = None,
     ) -> None:
         self.model, self.preprocessing, self.hyper_parameters = model, preprocessing, hyper_parameters
+        self.provenance, self.checkpoint = provenance, checkpoint
         self.sha256, self.device = sha256, device
         self.score_thresh, self.max_pixels = score_thresh, max_pixels
         self.version = f"{__version__}+{sha256[:12]}"
@@ -262,12 +271,10 @@ class Detector:
     def from_checkpoint(cls, path: str | Path, device: str = "auto", **options: Any) -> Detector:
         """Load a training checkpoint (model and datamodule hyperparameters); ``options`` go to ``__init__``."""
         path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: checkpoint not found")
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        checkpoint = read_checkpoint(path)
         if "datamodule_hyper_parameters" not in checkpoint:
-            raise ValueError(
-                f"{path}: no datamodule_hyper_parameters, so the evaluation preprocessing is unknown; "
+            raise UserError(
+                f"ckpt_path={path}: no datamodule_hyper_parameters, so the evaluation preprocessing is unknown; "
                 "use a checkpoint written by python -m mammodet.train"
             )
         module = DetectorModule(**checkpoint["hyper_parameters"])
@@ -280,6 +287,8 @@ class Detector:
             hyper_parameters,
             file_sha256(path),
             torch_device,
+            provenance=checkpoint_provenance(checkpoint["datamodule_hyper_parameters"]),
+            checkpoint=path,
             **options,
         )
 

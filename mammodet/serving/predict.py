@@ -4,7 +4,10 @@ An input ``<dir>/<name>`` (``<name>`` with its suffix, e.g. ``000000.dcm``) give
 (``{"detections", "image", "model"}`` as the REST API answers, plus ``image.file``) and ``<name>.png``; the
 folders below the input folder are kept, so CBIS-DDSM's many ``000000.dcm`` do not collide. A file that
 cannot be read is reported (log and CSV ``error`` column) and the others go on. An input that does not look
-like a mammogram (``not_a_mammogram``: an ROI mask, a lesion crop) is predicted on, with a warning.
+like a mammogram (``not_a_mammogram``: an ROI mask, a lesion crop) is predicted on, with a warning. Files
+predict wrote itself (``is_own_output``: everything under an ``out_dir`` inside the input folder, and
+``<name>.png`` beside its ``<name>.json``) are never read back. The log (``predict.log``) says what ran: the
+checkpoint and its SHA-256, the input, each file skipped and why, the counts and the time.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,16 +61,37 @@ class PredictSummary:
     csv_path: Path | None = None
 
 
-def list_inputs(input_path: Path) -> list[Path]:
-    """The file itself, or a folder's image files (recursively, sorted)."""
+def list_inputs(input_path: Path, out_dir: Path | None = None) -> list[Path]:
+    """The file itself, or a folder's image files (recursively, sorted), without predict's own outputs in
+    ``out_dir`` (``is_own_output``)."""
     if input_path.is_file():
         return [input_path]
     if input_path.is_dir():
-        files = sorted(p for p in input_path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        found = image_files(input_path)
+        files = [p for p in found if out_dir is None or not is_own_output(p, input_path, out_dir)]
         if not files:
-            raise FileNotFoundError(f"{input_path}: no {', '.join(IMAGE_SUFFIXES)} file in this folder")
+            own = f" ({len(found)} are predict's own outputs)" if found else ""
+            raise FileNotFoundError(f"{input_path}: no {', '.join(IMAGE_SUFFIXES)} file in this folder{own}")
         return files
     raise FileNotFoundError(f"{input_path}: no such file or folder")
+
+
+def image_files(folder: Path) -> list[Path]:
+    """A folder's files with an ``IMAGE_SUFFIXES`` suffix, recursively, sorted."""
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def is_own_output(path: Path, root: Path, out_dir: Path) -> bool:
+    """True for a file of an earlier predict run into ``out_dir``: anything under an ``out_dir`` inside the input
+    folder ``root`` (not ``root`` itself), or an annotated ``<name>.png`` (``<name>`` an input's name, e.g.
+    ``000000.dcm.png``) beside its ``<name>.json``."""
+    out, folder = out_dir.resolve(), path.parent.resolve()  # the folder, not the file: inputs may be links
+    if out != root.resolve() and (out == folder or out in folder.parents):
+        return True
+    name = Path(path.stem)
+    return (
+        path.suffix.lower() == ".png" and name.suffix.lower() in IMAGE_SUFFIXES and path.with_suffix(".json").is_file()
+    )
 
 
 def csv_row(name: str, detections: Detections, score_thresh: float) -> dict[str, object]:
@@ -90,12 +115,19 @@ def csv_row(name: str, detections: Detections, score_thresh: float) -> dict[str,
 def predict_files(
     detector: Detector, input_path: str | Path, out_dir: str | Path, batch_size: int = 1
 ) -> PredictSummary:
-    """Detect on every input, ``batch_size`` images per model call, with a progress bar; write the outputs."""
+    """Detect on every input, ``batch_size`` images per model call, with a progress bar; write the outputs and
+    log what ran (checkpoint, inputs, skipped files and why, counts, time)."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    started = time.perf_counter()
     input_path, out = Path(input_path), Path(out_dir)
-    files = list_inputs(input_path)
+    log.info("checkpoint %s (SHA-256 %s), model version %s", detector.checkpoint, detector.sha256, detector.version)
+    files = list_inputs(input_path, out)
     root = input_path if input_path.is_dir() else input_path.parent
+    if input_path.is_dir():
+        for path in sorted(set(image_files(input_path)) - set(files)):
+            log.info("skipped %s: predict's own output (in out_dir=%s)", path.relative_to(root).as_posix(), out)
+    log.info("input %s: %d files to read", input_path, len(files))
     summary = PredictSummary()
     rows: list[dict[str, object]] = []
     with tqdm(total=len(files), desc="predict", unit="img") as progress:
@@ -103,14 +135,14 @@ def predict_files(
             chunk = files[start : start + batch_size]
             batch: list[tuple[Path, Prepared]] = []
             for path in chunk:
+                name = path.relative_to(root).as_posix()
                 try:
                     batch.append((path, detector.prepare(path)))
                     doubt = not_a_mammogram(batch[-1][1].image)
                     if doubt:
-                        log.warning("%s %s; predicting anyway", path.relative_to(root).as_posix(), doubt)
+                        log.warning("%s %s; predicting anyway", name, doubt)
                 except InputError as error:
-                    log.warning("%s", error)
-                    name = path.relative_to(root).as_posix()
+                    log.warning("skipped %s: %s", name, error.reason)
                     summary.failed.append((name, error.reason))
                     rows.append({"file": name, "error": error.reason})
             results = detector.run([prepared for _, prepared in batch]) if batch else []
@@ -124,6 +156,20 @@ def predict_files(
         writer = csv.DictWriter(file, fieldnames=CSV_COLUMNS, restval="")
         writer.writeheader()
         writer.writerows(sorted(rows, key=lambda row: str(row["file"])))
+    found = sum(int(row.get("detections") or 0) for row in rows)
+    shown = sum(int(row.get("above_thresh") or 0) for row in rows)
+    log.info(
+        "predicted %d of %d files (%d skipped as unreadable) in %.1f s: %d detections, %d at score >= %s; "
+        "outputs and summary.csv in %s",
+        summary.done,
+        len(files),
+        len(summary.failed),
+        time.perf_counter() - started,
+        found,
+        shown,
+        detector.score_thresh,
+        out,
+    )
     return summary
 
 

@@ -1,6 +1,9 @@
 """``DetectionDataModule``: CBIS-DDSM (or its synthetic copy) as training crops and whole-image evaluation.
 
 ``prepare_data`` makes what is missing, once: the conversion (COCO files under ``image_dir``) and the cache.
+A conversion made with other settings (``data.mass_rule``, ``data.split.*``, ``data.convert.*``, ...) or from
+other CSVs than this run's (its ``conversion.json``) is converted again, resuming what still holds; without
+``data.csv_dir`` and ``data.dicom_root`` to convert from, the run stops naming the settings that differ.
 Synthetic data is not made here: ``mammodet.train`` runs the experiment's ``synthesize`` step first.
 ``source`` picks where pixels come from: ``jpeg`` (the converted images), ``dicom`` (decoded on the fly, same
 samples and boxes) or ``cache`` (arrays pre-cropped and pre-resized once from either, ``mammodet.data.cache``;
@@ -25,9 +28,24 @@ from torch.utils.data import DataLoader
 
 from mammodet.data.cache import build_cache
 from mammodet.data.coco import ImageRecord, load_records
-from mammodet.data.conversion import ConvertSettings, convert_dataset
+from mammodet.data.conversion import (
+    FINGERPRINT_FILE,
+    ConvertSettings,
+    conversion_fingerprint,
+    convert_dataset,
+    fingerprint_differences,
+)
 from mammodet.data.detection_dataset import CropDataset, WholeImageDataset, collate
-from mammodet.data.sources import CacheSettings, CacheSource, DicomSource, FileSource, ImageSource
+from mammodet.data.provenance import provenance_of
+from mammodet.data.sources import (
+    CacheSettings,
+    CacheSource,
+    DicomSource,
+    FileSource,
+    ImageSource,
+    check_cache_input,
+)
+from mammodet.errors import UserError
 from mammodet.training.transforms import build_augment
 
 SOURCES = ("jpeg", "dicom", "cache")
@@ -65,18 +83,23 @@ class DetectionDataModule(L.LightningDataModule):
         image_gamma: float = 0.8,
         cache: Mapping[str, Any] | None = None,
         opencv_threads: int = 1,
+        provenance: str | None = None,
     ) -> None:
         super().__init__()
         # Stored in checkpoints (plain types), so prediction repeats the evaluation preprocessing exactly.
         self.save_hyperparameters()
+        # What the data are, decided now while they exist: predict warns about a synthetic-only model from it.
+        if provenance not in (None, "synthetic", "real"):
+            raise ValueError(f"data.provenance must be synthetic, real or null, got {provenance!r}")
+        self.hparams["provenance"] = provenance or provenance_of(dataset, csv_dir)
         if source not in SOURCES:
-            raise ValueError(f"unknown data.source {source!r}; choose one of {SOURCES}")
+            raise UserError(f"unknown data.source {source!r}; choose one of {SOURCES}")
         if train_mode not in ("crops", "whole"):
-            raise ValueError(f"unknown data.train_mode {train_mode!r}; choose 'crops' or 'whole'")
+            raise UserError(f"unknown data.train_mode {train_mode!r}; choose 'crops' or 'whole'")
         if source == "dicom" and not dicom_root:
-            raise ValueError("data.source=dicom needs data.dicom_root")
+            raise UserError("data.source=dicom needs data.dicom_root")
         if not image_dir:
-            raise ValueError(
+            raise UserError(
                 "data.image_dir is not set: the folder of converted images (made there from data.csv_dir and "
                 "data.dicom_root when missing); run experiment=demo for synthetic data"
             )
@@ -84,8 +107,8 @@ class DetectionDataModule(L.LightningDataModule):
         self.cache_dir = Path(cache_options.pop("dir", None) or Path(image_dir) / "cache")
         self.cache_workers = cache_options.pop("workers", 0)
         self.cache_settings = CacheSettings(gamma=image_gamma, **cache_options)
-        if source == "cache" and self.cache_settings.input == "dicom" and not dicom_root:
-            raise ValueError("data.source=cache with data.cache.input=dicom needs data.dicom_root")
+        if source == "cache":
+            check_cache_input(self.cache_settings, dicom_root)
         self.image_dir = Path(image_dir)
         self.csv_dir, self.dicom_root, self.source_name = csv_dir, dicom_root, source
         self.mass_rule, self.split_options = mass_rule, dict(split or {})
@@ -116,32 +139,72 @@ class DetectionDataModule(L.LightningDataModule):
             needed = {"data.csv_dir": self.csv_dir, "data.dicom_root": self.dicom_root}
         for key, path in needed.items():
             if not path:
-                raise FileNotFoundError(
+                raise UserError(
                     f"{key} is not set and {self.image_dir}/annotations/train.json does not exist: pass the "
                     "CBIS-DDSM paths (README, CBIS-DDSM) or run experiment=demo for synthetic data"
                 )
             if not Path(path).exists():
-                raise FileNotFoundError(f"{key}={path} does not exist (relative paths start at {Path.cwd()})")
+                raise UserError(f"{key}={path} does not exist (relative paths start at {Path.cwd()})")
 
     def _reads_dicom(self) -> bool:
         return self.source_name == "dicom" or (self.source_name == "cache" and self.cache_settings.input == "dicom")
 
+    def convert_settings(self) -> tuple[ConvertSettings, int]:
+        """The conversion settings this run asks for (from ``data.*``), and the conversion workers."""
+        options = dict(self.convert_options)
+        workers = options.pop("workers", 0)
+        write_images = not self._reads_dicom()
+        settings = ConvertSettings(
+            mass_rule=self.mass_rule, gamma=self.image_gamma, write_images=write_images, **options
+        )
+        return settings, workers
+
+    def stale_conversion(self) -> list[str] | None:
+        """The config keys in which the conversion in ``image_dir`` differs from this run's (empty: it matches;
+        None: it has no ``conversion.json``, an older or unfinished conversion)."""
+        settings, _ = self.convert_settings()
+        expected = conversion_fingerprint(settings, self.split_options, self.csv_dir)
+        differences = fingerprint_differences(self.image_dir, expected)
+        if differences is not None and not settings.write_images:  # a conversion with images serves one without
+            differences = [d for d in differences if d != "settings.write_images"]
+        return None if differences is None else sorted({_config_key(d) for d in differences})
+
+    def _can_convert(self) -> bool:
+        return all(path and Path(path).is_dir() for path in (self.csv_dir, self.dicom_root))
+
     def prepare_data(self) -> None:
-        """Convert and build the cache (``source=cache``) where their outputs are missing (once per node)."""
+        """Convert (when the conversion is missing or stale) and build the cache (``source=cache``) where their
+        outputs are missing (once per node)."""
         self.check_inputs()
-        if not (self.image_dir / "annotations" / "train.json").exists():
-            options = dict(self.convert_options)
-            workers = options.pop("workers", 0)
-            write_images = not self._reads_dicom()
-            settings = ConvertSettings(
-                mass_rule=self.mass_rule, gamma=self.image_gamma, write_images=write_images, **options
-            )
+        convert = not (self.image_dir / "annotations" / "train.json").exists()
+        if not convert:
+            stale = self.stale_conversion()
+            if stale is None and self._can_convert():
+                log.info(f"{self.image_dir} has no {FINGERPRINT_FILE} (older or unfinished conversion): converting")
+                convert = True
+            elif stale is None:
+                log.warning(
+                    f"{self.image_dir} has no {FINGERPRINT_FILE} (made by an older mammodet or unfinished): its "
+                    "settings cannot be checked against this run's; pass data.csv_dir and data.dicom_root to convert"
+                )
+            elif stale and not self._can_convert():
+                raise UserError(
+                    f"data.image_dir={self.image_dir} was converted with other {', '.join(stale)} than this run "
+                    f"asks for ({self.image_dir / FINGERPRINT_FILE}); pass data.csv_dir and data.dicom_root to "
+                    "convert it again, or run with the settings it was made with"
+                )
+            elif stale:
+                log.info(f"{self.image_dir} was converted with other {', '.join(stale)}: converting again")
+                convert = True
+        if convert:
+            settings, workers = self.convert_settings()
             summary = convert_dataset(
                 self.dicom_root, self.csv_dir, self.image_dir, settings, self.split_options, workers
             )
             log.info(
                 f"converted {summary.converted} mammograms ({summary.resumed} already done) into {self.image_dir}: "
-                f"{summary.images_per_split} per split, {len(summary.skipped)} skipped (conversion_report.json)"
+                f"{summary.images_per_split} per split, {len(summary.redone)} redone, {len(summary.skipped)} "
+                "skipped (conversion_report.json)"
             )
         if self.source_name == "cache":  # resumes: only missing arrays are made
             build_cache(
@@ -168,7 +231,7 @@ class DetectionDataModule(L.LightningDataModule):
                 self.records[split] = load_records(self.image_dir / "annotations" / f"{split}.json")
         for split in ("train", "val"):
             if not self.records[split]:
-                raise ValueError(f"{self.image_dir}/annotations/{split}.json holds no image")
+                raise UserError(f"{self.image_dir}/annotations/{split}.json holds no image")
 
     def _loader(self, dataset: Any, batch_size: int, shuffle: bool) -> DataLoader:
         """A loader of ``dataset``; with worker processes, OpenCV runs ``opencv_threads`` threads in each of them.
@@ -220,3 +283,14 @@ class DetectionDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader(self.eval_dataset("test"), self.eval_batch_size, shuffle=False)
+
+
+def _config_key(field: str) -> str:
+    """The config key of a ``conversion.json`` field: ``settings.mass_rule`` -> ``data.mass_rule``, ..."""
+    section, name = field.split(".", 1)
+    if section == "csv_sha256":
+        return f"data.csv_dir ({name})"
+    if section == "split":
+        return f"data.split.{name}"
+    top = {"mass_rule": "data.mass_rule", "gamma": "data.image_gamma", "write_images": "data.source"}
+    return top.get(name, f"data.convert.{name}")

@@ -28,19 +28,22 @@ def anchor_generator(sizes: Sequence[Sequence[float]], ratios: Sequence[float], 
     )
 
 
-BACKGROUND_LOGIT = -1e4
-"""Bias of a one-stage head's background channel: its sigmoid is exactly 0 in float32, and so is its gradient."""
+BACKGROUND_LOGIT = -30.0
+"""Bias of a one-stage head's background channel: sigmoid 9.4e-14, far below any score threshold, yet not 0,
+since FCOS scores ``sqrt(sigmoid(cls) * sigmoid(centerness))`` and the gradient of ``sqrt`` at 0 (Grad-CAM's
+backward pass) would be NaN."""
 
 
 def silence_background(cls_logits: nn.Conv2d, num_classes: int) -> None:
-    """Make label 0 (background) impossible in a one-stage head (RetinaNet, FCOS) without changing its layout.
+    """Make label 0 (background) never reach the detections of a one-stage head (RetinaNet, FCOS), in its layout.
 
     torchvision's one-stage heads score every label, 0 included, with a sigmoid; mammodet's labels are 1..3, so the
     background channel is never a target but would still score about its prior (0.01) and reach the detections.
-    Its weights are zeroed and its bias set to ``BACKGROUND_LOGIT``: it scores 0, below any score threshold, and
-    its focal-loss gradient is exactly 0, so training leaves it there (weight decay shrinks the bias by a factor
-    ``1 - lr * weight_decay`` per step: still below -8000 after 100k steps of the recipe). COCO checkpoints keep
-    their layout (their class head is replaced anyway); channel ``a * num_classes`` is anchor ``a``'s label 0.
+    Its weights are zeroed and its bias set to ``BACKGROUND_LOGIT``: it scores about 1e-13 (FCOS: at most 3e-7),
+    and its focal-loss gradient is of the order of that score squared, so training leaves it there (weight decay
+    shrinks the bias by ``1 - lr * weight_decay`` per step: still below -24 after 100k steps of the recipe). COCO
+    checkpoints keep their layout (their class head is replaced anyway); channel ``a * num_classes`` is anchor
+    ``a``'s label 0.
     """
     with torch.no_grad():
         background = slice(0, cls_logits.out_channels, num_classes)
