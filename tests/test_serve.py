@@ -161,11 +161,11 @@ def test_uploads_leave_no_temporary_file(
     assert list(temporary.iterdir()) == []
 
 
-def test_requests_run_off_the_event_loop_and_concurrently(detector: Detector, mammograms: dict[str, Path]) -> None:
-    """A detection blocked inside the model does not stop /health; four concurrent ones give the same answer."""
-    release = threading.Event()
+def held_detector(detector: Detector, release: threading.Event, forwards: list[int]) -> Detector:
+    """A copy of ``detector`` whose model waits for ``release``; each forward's batch size goes to ``forwards``."""
 
     def held(images):
+        forwards.append(len(images))
         assert release.wait(30), "the model was never released"
         return detector.forward(images)
 
@@ -173,6 +173,13 @@ def test_requests_run_off_the_event_loop_and_concurrently(detector: Detector, ma
         detector.model, detector.preprocessing, detector.hyper_parameters, detector.sha256, detector.device
     )
     blocking.forward = held
+    return blocking
+
+
+def test_requests_run_off_the_event_loop_and_concurrently(detector: Detector, mammograms: dict[str, Path]) -> None:
+    """A detection blocked inside the model does not stop /health; four concurrent ones give the same answer."""
+    release = threading.Event()
+    blocking = held_detector(detector, release, [])
     data = mammograms["lesions"].read_bytes()
     files = {"file": ("scan", data, "application/octet-stream")}
 
@@ -264,15 +271,7 @@ def test_serve_refuses_a_public_bind_without_a_key(tmp_path: Path, monkeypatch: 
 
 def test_requests_beyond_the_queue_get_503_with_retry_after(detector: Detector, mammograms: dict[str, Path]) -> None:
     release = threading.Event()
-
-    def held(images):
-        assert release.wait(30), "the model was never released"
-        return detector.forward(images)
-
-    blocking = Detector(
-        detector.model, detector.preprocessing, detector.hyper_parameters, detector.sha256, detector.device
-    )
-    blocking.forward = held
+    blocking = held_detector(detector, release, [])
     files = {"file": ("scan", mammograms["lesions"].read_bytes(), "application/octet-stream")}
 
     async def scenario() -> tuple[list[httpx.Response], httpx.Response]:
@@ -392,16 +391,7 @@ def test_the_bytes_read_are_counted_whatever_the_headers_say(detector: Detector)
 def test_queued_requests_of_gone_clients_never_reach_the_model(detector: Detector, mammograms: dict[str, Path]) -> None:
     """Hostile probe #12: requests whose client disconnected while queued are dropped, not run."""
     release, forwards = threading.Event(), []
-
-    def held(images):
-        forwards.append(len(images))
-        assert release.wait(30), "the model was never released"
-        return detector.forward(images)
-
-    blocking = Detector(
-        detector.model, detector.preprocessing, detector.hyper_parameters, detector.sha256, detector.device
-    )
-    blocking.forward = held
+    blocking = held_detector(detector, release, forwards)
     files = {"file": ("scan", mammograms["lesions"].read_bytes(), "application/octet-stream")}
     request = httpx.Request("POST", "http://test/v1/detect", files=files)
     body, content_type = request.read(), request.headers["content-type"]
