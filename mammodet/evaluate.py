@@ -95,7 +95,7 @@ def predict_split(
 
     from mammodet.data.detection_dataset import collate
     from mammodet.data.preprocess import unmap_boxes
-    from mammodet.models import FasterRCNNModule
+    from mammodet.models import DetectorModule
     from mammodet.serving.inference import resolve_device
 
     path = Path(ckpt_path)
@@ -118,7 +118,7 @@ def predict_split(
     dataset = datamodule.eval_dataset(split)
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate)
     torch_device = resolve_device(device)
-    model = FasterRCNNModule.load_from_checkpoint(path, map_location=torch_device).eval()
+    model = DetectorModule.load_from_checkpoint(path, map_location=torch_device).eval()
     preds: list[dict[str, Any]] = []
     with torch.inference_mode():
         for batch_idx, (images, targets) in enumerate(loader):

@@ -1,4 +1,4 @@
-"""FasterRCNNModule on tiny images with the small ``fasterrcnn_resnet18_fpn``: training, logging, schedule,
+"""FasterRCNNModule on tiny images with the small ``frcnn_small``: training, logging, schedule,
 non-finite losses, checkpoints, validation metrics, weights loading and prediction."""
 
 from __future__ import annotations
@@ -17,13 +17,14 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from torch import Tensor
 from torch.utils.data import DataLoader
 
+from mammodet.errors import UserError
 from mammodet.models import FasterRCNNModule, weights
 from mammodet.models.builders import build_detector
 from mammodet.models.drawing import draw_detections
 from mammodet.models.optim import lr_factor
 from mammodet.models.roi_stats import fast_rcnn_accuracy
 
-SMALL = {"arch": "fasterrcnn_resnet18_fpn", "min_size": 128, "max_size": 160}
+SMALL = {"model_name": "frcnn_small", "min_size": 128, "max_size": 160}
 TRAIN_KEYS = {
     "train/loss_classifier",
     "train/loss_box_reg",
@@ -154,7 +155,7 @@ def test_nonfinite_losses_in_a_row_raise() -> None:
 
 
 def test_local_coco_style_weights_swap_head_and_checkpoint_restores(tmp_path: Path) -> None:
-    coco_like = build_detector(arch="fasterrcnn_resnet18_fpn", num_classes=91)
+    coco_like = build_detector("frcnn_small", num_classes=91)
     weights_file = tmp_path / "coco_like.pth"
     torch.save(coco_like.state_dict(), weights_file)
 
@@ -210,7 +211,7 @@ def test_coco_weights_offline_raise_a_clear_error(monkeypatch: pytest.MonkeyPatc
         FasterRCNNModule(arch="fasterrcnn_mobilenet_v3_large_320_fpn", weights="coco")
     with pytest.raises(RuntimeError, match=r"backbone_weights=/path/to/resnet18-"):
         FasterRCNNModule(**SMALL, backbone_weights="imagenet")
-    with pytest.raises(ValueError, match="no COCO weights"):
+    with pytest.raises(UserError, match=r"model\.weights=coco: torchvision has no COCO weights for frcnn_small"):
         FasterRCNNModule(**SMALL, weights="coco")
 
 
@@ -246,7 +247,7 @@ def test_recorded_labels_are_the_sampled_ones(monkeypatch: pytest.MonkeyPatch) -
     images, targets = next(iter(_loader()))
     module.train()
     module.model(images, targets)
-    class_logits, labels = module.roi_samples.sampled_labels()
+    class_logits, labels = module.train_stats.recorder.sampled_labels()
 
     assert torch.equal(labels, torch.cat(sampled))
     assert class_logits.shape == (len(labels), 4)

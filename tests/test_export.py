@@ -109,7 +109,7 @@ def test_model_card(exported: Path, detector: Detector) -> None:
     metadata = yaml.safe_load(front)
     assert metadata["pipeline_tag"] == "object-detection" and metadata["datasets"] == ["synthetic CBIS-DDSM"]
     (entry,) = metadata["model-index"]
-    assert entry["name"] == "mammodet-fasterrcnn_resnet18_fpn"
+    assert entry["name"] == "mammodet-frcnn_small"
     (result,) = entry["results"]
     assert result["dataset"] == {"name": "synthetic CBIS-DDSM", "type": "synthetic-cbis-ddsm", "split": "test"}
     assert result["metrics"] == [  # each under its key in the file; -1 (undefined) and the checkpoint left out

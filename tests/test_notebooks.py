@@ -73,5 +73,5 @@ def test_quickstart_notebook_runs(run_dir: Path, tmp_path: Path, monkeypatch: py
     checkpoint = run_dir / "checkpoints" / "last.ckpt"
     notebook = execute("quickstart.ipynb", {"MAMMODET_CHECKPOINT": str(checkpoint)}, tmp_path, monkeypatch)
     text = "\n".join(outputs(notebook, "text/plain"))
-    assert "fasterrcnn_resnet18_fpn" in text and "detections," in text and "synthetic.dcm" in text
+    assert "frcnn_small" in text and "detections," in text and "synthetic.dcm" in text
     assert len(outputs(notebook, "image/png")) == 1

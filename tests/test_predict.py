@@ -160,9 +160,7 @@ def test_predict_folder_writes_json_png_and_summary(
     expected = detector.report(detector.detect(mammograms["lesions"]))
     assert report["image"] == {"file": "sub/a.dcm", "width": 200, "height": 320}
     assert (
-        report["model"]
-        == expected["model"]
-        == {"name": "mammodet", "version": detector.version, "arch": "fasterrcnn_resnet18_fpn"}
+        report["model"] == expected["model"] == {"name": "mammodet", "version": detector.version, "arch": "frcnn_small"}
     )
     assert report["detections"] == expected["detections"]  # batched like validation, same boxes
     drawn = cv2.imread(str(tmp_path / "out" / "sub" / "a.dcm.png"))

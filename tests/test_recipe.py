@@ -24,7 +24,7 @@ from mammodet.data.detection_dataset import CropDataset, WholeImageDataset, coll
 from mammodet.data.sources import FileSource, whole_size
 from mammodet.models import FasterRCNNModule, weights
 
-SMALL = {"arch": "fasterrcnn_resnet18_fpn"}
+SMALL = {"model_name": "frcnn_small"}
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -69,7 +69,7 @@ def test_a_lesion_has_the_same_pixel_size_in_a_training_crop_and_in_the_evaluate
 
 def test_recipe_config_is_coco_cache_and_validates_every_n_steps(tmp_path: Path) -> None:
     cfg = compose("train", ["experiment=frcnn_a100", f"paths.output_dir={tmp_path}"])
-    assert cfg.model.weights == "coco" and cfg.model.arch == "fasterrcnn_resnet50_fpn"
+    assert cfg.model.weights == "coco" and cfg.model.model_name == "frcnn_r50"
     assert cfg.data.source == "cache" and cfg.data.crop_scale is None and cfg.data.max_side == 2048
     assert cfg.trainer.val_check_interval == 1000 and cfg.trainer.check_val_every_n_epoch is None
     assert cfg.trainer.precision == "bf16-mixed" and cfg.trainer.benchmark is True
@@ -145,9 +145,9 @@ def _fit(module: FasterRCNNModule, tmp_path: Path, **kwargs: Any) -> list[dict[s
 def test_training_logs_only_at_the_logging_interval(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     module = FasterRCNNModule(**SMALL, warmup_steps=1, milestones=[100])
     assigned: list[int] = []
-    original = module.roi_samples.roi_heads.assign_targets_to_proposals
+    original = module.train_stats.recorder.roi_heads.assign_targets_to_proposals
     monkeypatch.setattr(
-        module.roi_samples.roi_heads,
+        module.train_stats.recorder.roi_heads,
         "assign_targets_to_proposals",
         lambda *args: assigned.append(module.global_step) or original(*args),
     )

@@ -53,6 +53,8 @@ def test_health_and_model(client: TestClient, detector: Detector) -> None:
         "version",
         "checkpoint_sha256",
         "arch",
+        "family",
+        "backbone",
         "classes",
         "preprocessing",
         "thresholds",

@@ -32,7 +32,7 @@ def test_every_experiment_config_composes(experiment: str, tmp_path: Path) -> No
     if experiment == "frcnn_a100":
         assert (cfg.data.batch_size, cfg.data.num_workers, cfg.trainer.precision) == (16, 8, "bf16-mixed")
         assert cfg.trainer.gradient_clip_val == 1.0 and cfg.callbacks.periodic_checkpoint.every_n_train_steps == 5000
-        assert cfg.trainer.max_epochs == 150 and cfg.model.arch == "fasterrcnn_resnet50_fpn"
+        assert cfg.trainer.max_epochs == 150 and cfg.model.model_name == "frcnn_r50"
 
 
 @pytest.mark.parametrize("source", ["jpeg", "dicom"])
@@ -66,9 +66,9 @@ def test_train_writes_outputs_resumes_and_checkpoints_load_weights_only(
     test_metrics = json.loads((run / "test_metrics.json").read_text())
     assert {"map", "map_50", "map_75"} <= set(test_metrics) and test_metrics["checkpoint"].startswith(str(run))
     checkpoint = torch.load(last, weights_only=True, map_location="cpu")
-    assert checkpoint["global_step"] == 4 and checkpoint["hyper_parameters"]["arch"] == "fasterrcnn_resnet18_fpn"
+    assert checkpoint["global_step"] == 4 and checkpoint["hyper_parameters"]["model_name"] == "frcnn_small"
     model = FasterRCNNModule.load_from_checkpoint(last, map_location="cpu")
-    assert model.hparams.arch == "fasterrcnn_resnet18_fpn"
+    assert model.hparams.model_name == "frcnn_small"
 
     resumed = compose(
         "train", [*tiny_overrides(synthetic_classic, tmp_path), "trainer.max_epochs=3", f"ckpt_path={last}"]

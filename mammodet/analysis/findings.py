@@ -192,7 +192,7 @@ def executive_summary(run: Run, analysis: Analysis) -> list[str]:
     """A few bullet lines: what was trained, for how long, how well, how fast."""
     model, data = run.config.get("model") or {}, run.config.get("data") or {}
     lines = []
-    what = f"{model.get('arch', 'detector')}"
+    what = f"{model.get('model_name') or model.get('arch', 'detector')}"
     if run.splits:
         what += " on " + ", ".join(f"{s.images} {s.split}" for s in run.splits) + " images"
     when = []

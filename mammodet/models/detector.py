@@ -1,16 +1,17 @@
-"""``FasterRCNNModule``: train, validate, test and predict with a torchvision Faster R-CNN in Lightning.
+"""``DetectorModule``: train, validate, test and predict with any registered torchvision-style detector in Lightning.
 
 Batches follow torchvision (``docs/architecture.md``): ``(images, targets)`` with ``images`` a list of
 ``[3, H, W]`` float tensors in 0..1 and ``targets`` a list of ``dict(boxes [N, 4] xyxy, labels [N], ...)``. The
 datasets' images arrive as stored (``[1, H, W]`` uint8, uint16 or float) and become those float images on the
 device, in ``forward`` (``mammodet.data.detection_dataset.model_input``).
-The training step is torchvision's reference loop: the model returns its four losses, their sum is the loss.
+The training step is torchvision's reference loop: the model returns its losses, their sum is the loss.
 Optimisation is automatic; gradient clipping and precision are set on the Trainer by the config,
 ``channels_last``, ``compile`` and ``size_divisible`` on this module.
 
 Nothing on the training hot path waits for the GPU (see ``docs/training.md``): a non-finite loss or gradient
 makes the fused SGD step a no-op on the device (``optimizer.found_inf``, as ``GradScaler`` does), its counters
-stay on the device, and the logs (losses, RoI accuracy, step and data-wait times, non-finite counts) are made
+stay on the device, and the logs (losses, the family's statistics such as Faster R-CNN's RoI accuracy, step and
+data-wait times, non-finite counts) are made
 every ``trainer.log_every_n_steps`` steps only, where Lightning reads them back anyway.
 """
 
@@ -28,12 +29,13 @@ from torch.optim.lr_scheduler import LambdaLR
 
 from mammodet.data.classes import CLASSES, LABEL_NAMES, NUM_CLASSES
 from mammodet.data.detection_dataset import model_input
+from mammodet.errors import UserError
 from mammodet.metrics import DetectionEvaluator
 from mammodet.models.builders import build_detector
 from mammodet.models.drawing import log_detections
 from mammodet.models.hparams import require_plain
 from mammodet.models.optim import SCHEDULERS, lr_factor, parameter_groups
-from mammodet.models.roi_stats import RoISampleRecorder
+from mammodet.models.registry import get_model
 from mammodet.models.step_state import IntervalTimer, StepCounters
 
 log = logging.getLogger(__name__)
@@ -41,31 +43,38 @@ log = logging.getLogger(__name__)
 Batch = tuple[list[Tensor], list[dict[str, Any]]]
 
 
-class FasterRCNNModule(LightningModule):
-    """Faster R-CNN lesion detector: torchvision model, SGD with warmup, COCO mAP on validation and test.
+LEGACY_ARCHS = {
+    "fasterrcnn_resnet50_fpn": "frcnn_r50",
+    "fasterrcnn_resnet50_fpn_v2": "frcnn_r50_v2",
+    "fasterrcnn_resnet18_fpn": "frcnn_small",
+    "fasterrcnn_mobilenet_v3_large_fpn": "frcnn_mobilenet_v3_large",
+    "fasterrcnn_mobilenet_v3_large_320_fpn": "frcnn_mobilenet_v3_large_320",
+}
+"""``arch`` of checkpoints written before the model registry -> the model name that builds the same modules."""
 
-    Every argument is a plain value, saved as a hyperparameter, so ``load_from_checkpoint(path)`` rebuilds
-    the module and ``torch.load(path, weights_only=True)`` reads the checkpoint.
+
+class DetectorModule(LightningModule):
+    """Lesion detector of any registered family: torchvision model, SGD with warmup, COCO mAP on validation and test.
+
+    Every argument is a plain value, saved as a hyperparameter (with the model name and backbone resolved), so
+    ``load_from_checkpoint(path)`` rebuilds the module and ``torch.load(path, weights_only=True)`` reads the
+    checkpoint.
 
     Args:
-        arch: ``fasterrcnn_resnet50_fpn``, ``fasterrcnn_resnet50_fpn_v2``, ``fasterrcnn_mobilenet_v3_large_fpn``,
-            ``fasterrcnn_mobilenet_v3_large_320_fpn`` or the small CPU ``fasterrcnn_resnet18_fpn``
-            (see :mod:`mammodet.models.builders`).
+        model_name: a registered model (``frcnn_r50``, ``frcnn_r50_v2``, ``retinanet_r50_v2``, ``fcos_r50``,
+            ``frcnn_small``, ``retinanet_small``, ``fcos_small`` or a plugin's; see ``mammodet.models.registry``).
+            None: ``frcnn_r50``.
+        backbone: ``resnet18``, ``resnet34``, ``resnet50``, ``resnet101``, ``mobilenet_v3_large``,
+            ``efficientnet_b0`` or ``convnext_tiny`` (None: the model's default).
         num_classes: detector outputs including background.
-        weights: ``"none"``, ``"coco"`` (torchvision's COCO weights, box predictor swapped for a
-            ``num_classes`` one) or a path to a torchvision COCO or mammodet checkpoint.
+        weights: ``"none"``, ``"coco"`` (torchvision's COCO weights, class head swapped for a ``num_classes``
+            one) or a path to a torchvision COCO or mammodet checkpoint.
         backbone_weights: ``"none"``, ``"imagenet"`` or a path to a classification state dict.
         trainable_backbone_layers: backbone stages trained when starting from pretrained weights (None: 3).
-        min_size, max_size: images are resized so the short side is ``min_size`` unless the long side
-            would exceed ``max_size``.
+        min_size, max_size: with ``resize_in_model``, images are resized so the short side is ``min_size``
+            unless the long side would exceed ``max_size``.
         image_mean, image_std: per-channel normalisation (None: ImageNet's); a grayscale image repeated to
             3 channels can use the same value three times.
-        anchor_sizes: anchor sizes in pixels, a list per FPN level (small arch default: 8-16 px at stride 4).
-        aspect_ratios: anchor height/width ratios used on every level.
-        rpn_pre_nms_top_n_train, rpn_post_nms_top_n_train, rpn_pre_nms_top_n_test, rpn_post_nms_top_n_test,
-        rpn_batch_size_per_image, box_batch_size_per_image, box_score_thresh, box_nms_thresh,
-        box_detections_per_img: torchvision ``FasterRCNN`` arguments; None: the arch's default.
-        detector_kwargs: any other ``FasterRCNN`` keyword arguments (e.g. ``rpn_score_thresh``).
         lr: base learning rate (torchvision's recipe uses 0.02 for 16 images per step; scale linearly).
         momentum, weight_decay: SGD's.
         norm_bias_weight_decay: weight decay of normalisation weights and biases (None: ``weight_decay``).
@@ -88,13 +97,18 @@ class FasterRCNNModule(LightningModule):
             (cuDNN autotuning) tunes each bucket once instead of every new validation image.
         channels_last: store the convolution weights channels-last (NHWC), so cuDNN runs its tensor-core
             kernels without layout conversions under mixed precision.
-        compile: ``torch.compile`` the backbone (ResNet and FPN) when training starts; the state dict keys do
-            not change.
+        compile: ``torch.compile`` the backbone (and FPN) when training starts; the state dict keys do not change.
+        arch: the torchvision architecture name that checkpoints written before the model registry hold
+            (``LEGACY_ARCHS``); new code gives ``model_name``.
+        **settings: the family's settings (anchors, RPN/box-head or head thresholds, ``detector_kwargs``): the
+            fields of the family's settings class (``FasterRCNNSettings``, ``RetinaNetSettings``,
+            ``FCOSSettings``); None: the model's default.
     """
 
     def __init__(
         self,
-        arch: str = "fasterrcnn_resnet50_fpn",
+        model_name: str | None = None,
+        backbone: str | None = None,
         num_classes: int = NUM_CLASSES,
         weights: str = "none",
         backbone_weights: str = "none",
@@ -103,18 +117,6 @@ class FasterRCNNModule(LightningModule):
         max_size: int | None = None,
         image_mean: list[float] | None = None,
         image_std: list[float] | None = None,
-        anchor_sizes: list[list[float]] | None = None,
-        aspect_ratios: list[float] | None = None,
-        rpn_pre_nms_top_n_train: int | None = None,
-        rpn_post_nms_top_n_train: int | None = None,
-        rpn_pre_nms_top_n_test: int | None = None,
-        rpn_post_nms_top_n_test: int | None = None,
-        rpn_batch_size_per_image: int | None = None,
-        box_batch_size_per_image: int | None = None,
-        box_score_thresh: float | None = None,
-        box_nms_thresh: float | None = None,
-        box_detections_per_img: int | None = None,
-        detector_kwargs: dict[str, Any] | None = None,
         lr: float = 0.01,
         momentum: float = 0.9,
         weight_decay: float = 1e-4,
@@ -133,41 +135,45 @@ class FasterRCNNModule(LightningModule):
         size_divisible: int | None = None,
         channels_last: bool = False,
         compile: bool = False,
+        arch: str | None = None,
+        **settings: Any,
     ) -> None:
         super().__init__()
         if scheduler not in SCHEDULERS:
             raise ValueError(f"unknown scheduler {scheduler!r}; choose one of {SCHEDULERS}")
-        self.save_hyperparameters()
+        if arch is not None:
+            if arch not in LEGACY_ARCHS:
+                raise UserError(f"arch={arch}: no registered model builds it; choose one of {sorted(LEGACY_ARCHS)}")
+            if model_name is not None and model_name != LEGACY_ARCHS[arch]:
+                raise UserError(f"arch={arch} and model_name={model_name} disagree; give model_name only")
+            model_name = LEGACY_ARCHS[arch]
+        model_name = model_name or "frcnn_r50"
+        self.entry = get_model(model_name)
+        backbone = backbone or self.entry.backbone
+        self.save_hyperparameters(ignore=["arch"])
+        self.hparams["model_name"], self.hparams["backbone"] = model_name, backbone
         require_plain(dict(self.hparams), "hyperparameters")
         self.model = build_detector(
-            arch=arch,
+            model_name,
+            backbone=backbone,
             num_classes=num_classes,
             weights=weights,
             backbone_weights=backbone_weights,
             trainable_backbone_layers=trainable_backbone_layers,
-            anchor_sizes=anchor_sizes,
-            aspect_ratios=aspect_ratios,
             load_pretrained=load_pretrained,
             resize_in_model=resize_in_model,
-            min_size=min_size,
-            max_size=max_size,
-            image_mean=image_mean,
-            image_std=image_std,
-            rpn_pre_nms_top_n_train=rpn_pre_nms_top_n_train,
-            rpn_post_nms_top_n_train=rpn_post_nms_top_n_train,
-            rpn_pre_nms_top_n_test=rpn_pre_nms_top_n_test,
-            rpn_post_nms_top_n_test=rpn_post_nms_top_n_test,
-            rpn_batch_size_per_image=rpn_batch_size_per_image,
-            box_batch_size_per_image=box_batch_size_per_image,
-            box_score_thresh=box_score_thresh,
-            box_nms_thresh=box_nms_thresh,
-            box_detections_per_img=box_detections_per_img,
-            size_divisible=size_divisible,
-            **(detector_kwargs or {}),
+            transform={
+                "min_size": min_size,
+                "max_size": max_size,
+                "image_mean": image_mean,
+                "image_std": image_std,
+                "size_divisible": size_divisible,
+            },
+            settings=settings,
         )
         if channels_last:
             self.model.to(memory_format=torch.channels_last)
-        self.roi_samples = RoISampleRecorder(self.model.roi_heads)
+        self.train_stats = self.entry.train_stats(self.model)
         self.val_evaluator = self._evaluator()
         self.test_evaluator = self._evaluator()
         self.nonfinite_skipped = 0
@@ -207,14 +213,14 @@ class FasterRCNNModule(LightningModule):
         return bool(self.trainer.fast_dev_run) or (every > 0 and (self.global_step + 1) % every == 0)
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
-        """Sum torchvision's four losses; log them (and the RoI accuracy) at the logging interval only.
+        """Sum the model's losses; log them (and the family's statistics) at the logging interval only.
 
         A non-finite loss is not read back here: ``configure_gradient_clipping`` turns it into a skipped step
         on the device.
         """
         images, targets = batch
         logging = self._logging = self._logging_step()
-        self.roi_samples.active = logging
+        self.train_stats.active = logging
         loss_dict = self(images, targets)
         loss = sum(loss_dict.values())
         self._last_loss = loss.detach()
@@ -223,7 +229,7 @@ class FasterRCNNModule(LightningModule):
             values: dict[str, Tensor | float] = {f"train/{name}": value.detach() for name, value in loss_dict.items()}
             values["train/loss"] = loss.detach()
             values["train/lr"] = self.trainer.optimizers[0].param_groups[0]["lr"]
-            values.update({f"train/fast_rcnn/{name}": value for name, value in self.roi_samples.accuracy().items()})
+            values.update({f"train/{name}": value for name, value in self.train_stats.values().items()})
             self.log_dict(values, on_step=True, on_epoch=False, batch_size=batch_size)
         return loss
 
@@ -396,3 +402,7 @@ class FasterRCNNModule(LightningModule):
         """
         images = batch if isinstance(batch[0], Tensor) else batch[0]
         return [{key: value.cpu() for key, value in p.items()} for p in self(images)]
+
+
+FasterRCNNModule = DetectorModule
+"""The name of ``DetectorModule`` before the model registry, kept for notebooks and scripts."""

@@ -9,9 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torch.hub import get_dir, load_state_dict_from_url
-from torchvision.models.detection import FasterRCNN
 
 
 def download_state_dict(weights_entry: Any, option: str) -> dict[str, Tensor]:
@@ -36,7 +35,7 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     """Read a state dict from a torchvision checkpoint, a torchvision-reference one or a mammodet ``.ckpt``.
 
     Lightning checkpoints keep the weights under ``state_dict`` with the ``model.`` prefix of
-    ``FasterRCNNModule.model``; torchvision's reference scripts keep them under ``model``.
+    ``DetectorModule.model``; torchvision's reference scripts keep them under ``model``.
     """
     path = Path(path)
     if not path.is_file():
@@ -49,13 +48,14 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     return checkpoint
 
 
-def load_detector_state_dict(model: FasterRCNN, state: dict[str, Tensor]) -> None:
-    """Load detector weights, swapping the box predictor when the checkpoint has other classes.
+def load_detector_state_dict(model: nn.Module, state: dict[str, Tensor], class_head_prefixes: tuple[str, ...]) -> None:
+    """Load detector weights, keeping the model's own class head when the checkpoint has other classes.
 
-    A torchvision COCO checkpoint's predictor has 91 classes: its tensors are left out, so the model keeps
-    its own freshly initialised ``FastRCNNPredictor`` with ``num_classes`` outputs (the usual fine-tuning
-    recipe). Any other tensor whose shape differs (e.g. the RPN head after changing the anchors per
-    location) is also left at its initial value, with a warning. Keys that exist on one side only are errors.
+    A torchvision COCO checkpoint's class head has 91 classes: its tensors (under ``class_head_prefixes``, the
+    family's, e.g. ``roi_heads.box_predictor.``) are left out, so the model keeps its freshly initialised head with
+    ``num_classes`` outputs (the usual fine-tuning recipe). Any other tensor whose shape differs (e.g. an anchor
+    head after changing the anchors per location) is also left at its initial value, with a warning. Keys that
+    exist on one side only are errors.
     """
     own = model.state_dict()
     mismatched = {key for key, value in state.items() if key in own and own[key].shape != value.shape}
@@ -69,7 +69,7 @@ def load_detector_state_dict(model: FasterRCNN, state: dict[str, Tensor]) -> Non
             f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
             f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}"
         )
-    not_predictor = sorted(key for key in mismatched if not key.startswith("roi_heads.box_predictor."))
+    not_predictor = sorted(key for key in mismatched if not key.startswith(class_head_prefixes))
     if not_predictor:
         warnings.warn(
             f"Left at their initial values because their shapes differ from the checkpoint's: {not_predictor}",

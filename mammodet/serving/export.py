@@ -1,7 +1,7 @@
 """Export a detector: safetensors weights, TorchScript, ONNX, ``config.json`` and a Hugging Face model card.
 
 ``model.safetensors`` holds the torchvision detector's state dict only; ``config.json`` has what rebuilds
-and feeds it (``hyper_parameters`` for ``FasterRCNNModule``, classes, preprocessing, thresholds).
+and feeds it (``hyper_parameters`` for ``DetectorModule``, classes, preprocessing, thresholds).
 ``model.pt`` is the scripted torchvision model: ``model(images)`` returns ``(losses, detections)`` with
 ``images`` a list of ``[3, H, W]`` tensors in 0..1 of any size. ``model.onnx`` takes one ``[1, 3, H, W]``
 image of any height and width, the very tensor ``predict`` gives the model (``Detector.prepare``), and

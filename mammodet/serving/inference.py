@@ -38,7 +38,7 @@ from mammodet.data.dicom import DEFAULT_MAX_PIXELS, DicomError, read_dicom, read
 from mammodet.data.preprocess import breast_box, crop_and_resize, unmap_boxes, white_level
 from mammodet.data.provenance import Provenance, checkpoint_provenance
 from mammodet.errors import UserError
-from mammodet.models import FasterRCNNModule
+from mammodet.models import DetectorModule, get_model
 from mammodet.models.checkpoint import read_checkpoint
 
 Forward = Callable[[list[Tensor]], list[dict[str, Tensor]]]
@@ -207,11 +207,11 @@ class Detections:
         ]
 
 
-def _inference_model(module: FasterRCNNModule) -> nn.Module:
+def _inference_model(module: DetectorModule) -> nn.Module:
     """The module's torchvision detector in eval mode, without forward hooks.
 
-    The only hooks are the training-only ``RoISampleRecorder`` ones: they would run Python on every call and
-    keep TorchScript from compiling the model.
+    The only hooks are training-only ones (the family's statistics, e.g. Faster R-CNN's RoI accuracy): they
+    would run Python on every call and keep TorchScript from compiling the model.
     """
     model = module.model
     for sub in model.modules():
@@ -233,9 +233,10 @@ class Detector:
     """A trained detector with its preprocessing: ``detect(path) -> Detections``.
 
     Args:
-        model: a torchvision ``FasterRCNN`` in eval mode, on ``device``.
+        model: a registered torchvision-style detector in eval mode, on ``device``.
         preprocessing: how images are prepared (from the checkpoint).
-        hyper_parameters: the ``FasterRCNNModule`` arguments that rebuild ``model`` (exported with it).
+        hyper_parameters: the ``DetectorModule`` arguments that rebuild ``model`` (exported with it); their
+            ``model_name`` names the registered model.
         sha256: the checkpoint's SHA-256; its first 12 digits make the model version.
         device: where the model runs.
         score_thresh: the score from which a lesion is drawn and shown by default (all detections the model
@@ -276,7 +277,7 @@ class Detector:
                 f"ckpt_path={path}: no datamodule_hyper_parameters, so the evaluation preprocessing is unknown; "
                 "use a checkpoint written by python -m mammodet.train"
             )
-        module = FasterRCNNModule(**checkpoint["hyper_parameters"])
+        module = DetectorModule(**checkpoint["hyper_parameters"])
         module.load_state_dict(checkpoint["state_dict"])
         hyper_parameters = dict(module.hparams)  # every argument, defaults included, so exports rebuild it alike
         torch_device = resolve_device(device)
@@ -290,6 +291,11 @@ class Detector:
             checkpoint=path,
             **options,
         )
+
+    @property
+    def model_name(self) -> str:
+        """The registered model's name (``frcnn_small``, ...): the ``arch`` of the JSON answers."""
+        return str(self.hyper_parameters["model_name"])
 
     def prepare(self, path: str | Path) -> Prepared:
         """Decode ``path`` and make the model input; raises ``InputError`` for a file it cannot use."""
@@ -328,12 +334,14 @@ class Detector:
 
     def info(self) -> dict[str, Any]:
         """What ``GET /v1/model`` and ``config.json`` describe: version, classes, preprocessing, thresholds."""
-        transform, heads = self.model.transform, self.model.roi_heads
+        transform, entry = self.model.transform, get_model(self.model_name)
         return {
             "name": "mammodet",
             "version": self.version,
             "checkpoint_sha256": self.sha256,
-            "arch": self.hyper_parameters["arch"],
+            "arch": self.model_name,
+            "family": entry.family,
+            "backbone": self.hyper_parameters["backbone"],
             "classes": list(CLASSES),
             "preprocessing": {
                 "gamma": self.preprocessing.gamma,
@@ -343,12 +351,7 @@ class Detector:
                 "image_mean": list(transform.image_mean),
                 "image_std": list(transform.image_std),
             },
-            "thresholds": {
-                "min_score": heads.score_thresh,
-                "nms_iou": heads.nms_thresh,
-                "max_detections": heads.detections_per_img,
-                "display_score": self.score_thresh,
-            },
+            "thresholds": {**entry.thresholds(self.model), "display_score": self.score_thresh},
         }
 
     def report(self, detections: Detections) -> dict[str, Any]:
@@ -356,5 +359,5 @@ class Detector:
         return {
             "detections": detections.as_list(),
             "image": {"width": detections.width, "height": detections.height},
-            "model": {"name": "mammodet", "version": self.version, "arch": self.hyper_parameters["arch"]},
+            "model": {"name": "mammodet", "version": self.version, "arch": self.model_name},
         }

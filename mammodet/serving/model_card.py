@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from mammodet.data.classes import CLASSES
+from mammodet.models import get_model
 from mammodet.serving.inference import file_sha256
 
 SYNTHETIC = "synthetic CBIS-DDSM"
@@ -260,10 +261,10 @@ import json
 import torch
 from safetensors.torch import load_file
 
-from mammodet.models import FasterRCNNModule
+from mammodet.models import DetectorModule
 
 config = json.load(open("config.json"))
-model = FasterRCNNModule(**config["hyper_parameters"]).model.eval()
+model = DetectorModule(**config["hyper_parameters"]).model.eval()
 model.load_state_dict(load_file("model.safetensors"))
 image = torch.rand(3, {side}, {side})  # stands in for a [3, H, W] image in 0..1, preprocessed as above
 with torch.inference_mode():
@@ -299,11 +300,18 @@ def model_card(
 ) -> str:
     """A Hugging Face model card: YAML metadata (``model-index`` from ``metrics``) and the usage notes."""
     name = f"mammodet-{config['arch']}"
+    family_title = get_model(config["arch"]).title
     metadata: dict[str, Any] = {
         "license": "apache-2.0",
         "library_name": "pytorch",
         "pipeline_tag": "object-detection",
-        "tags": ["mammography", "breast-lesion-detection", "faster-rcnn", "medical-imaging", "research-only"],
+        "tags": [
+            "mammography",
+            "breast-lesion-detection",
+            re.sub(r"[^a-z0-9]+", "-", family_title.lower()),
+            "medical-imaging",
+            "research-only",
+        ],
         "datasets": [dataset_name],
     }
     overall, counts = split_figures(metrics or {})
@@ -325,7 +333,7 @@ def model_card(
     )
     body = f"""# {name}
 
-Faster R-CNN ({config["arch"]}) that detects breast lesions in mammograms, in three classes:
+{family_title} ({config["arch"]}) that detects breast lesions in mammograms, in three classes:
 {", ".join(f"`{c}` (label {i + 1})" for i, c in enumerate(CLASSES))}. Model version `{config["version"]}`
 (mammodet {config["mammodet_version"]}, checkpoint SHA-256 `{config["checkpoint_sha256"]}`).
 
